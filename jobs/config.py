@@ -1,0 +1,161 @@
+"""One typed config for every stage.
+
+Defaults live in `creative-factory.yaml` at the repository root. Overrides, later wins:
+the file named by CREATIVE_FACTORY_CONFIG, environment variables `CF__SECTION__KEY`,
+then `--set section.key=value` on the command line. Relative paths resolve against the
+directory of the base config file, so the same config works from any working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from jobs.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "creative-factory.yaml"
+SQL_DIR = REPO_ROOT / "sql"
+ENV_CONFIG = "CREATIVE_FACTORY_CONFIG"
+ENV_PREFIX = "CF__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Inputs(_Section):
+    ads: Path
+    clicks: Path
+
+
+class Sample(_Section):
+    users: int = Field(2000, gt=0)
+    ads: int = Field(500, gt=0)
+    events_per_user: float = Field(40, gt=0)
+    seed: int = 7
+    end: str = "2026-11-01T00:00:00Z"
+    format: Literal["parquet", "jsonl"] = "parquet"
+
+
+class Spark(_Section):
+    master: str = "local[*]"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = Field(8, gt=0)
+    extra_conf: dict[str, str] = {}
+
+
+class Features(_Section):
+    max_history: int = Field(500, gt=0)
+    top_queries: int = Field(3, gt=0)
+    max_title_chars: int = Field(512, gt=0)
+    max_query_chars: int = Field(256, gt=0)
+    max_selling_points: int = Field(16, gt=0)
+    item_text_fields: list[Literal["title", "brand", "category"]] = ["title", "brand", "category"]
+
+
+class Validation(_Section):
+    quarantine_threshold: float = Field(0.01, ge=0, le=1)
+    raw_sample_chars: int = Field(2000, gt=0)
+
+
+class Airflow(_Section):
+    home: Path = Path("var/airflow")
+
+
+class Config(_Section):
+    lake: Path
+    inputs: Inputs
+    sample: Sample = Sample()
+    spark: Spark = Spark()
+    features: Features = Features()
+    validation: Validation = Validation()
+    airflow: Airflow = Airflow()
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of the named sections: a stage is re-run when its own config changes."""
+        payload = {s: getattr(self, s).model_dump(mode="json") for s in sections}
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"config override {dotted!r}: {part!r} is not a section")
+    node[leaf] = value
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    def res(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p).resolve()
+
+    cfg.lake = res(cfg.lake)
+    cfg.inputs.ads = res(cfg.inputs.ads)
+    cfg.inputs.clicks = res(cfg.inputs.clicks)
+    cfg.airflow.home = res(cfg.airflow.home)
+    return cfg
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Load the base config, apply file/env/CLI overrides, validate, resolve paths."""
+    environ = dict(os.environ if environ is None else environ)
+    base_path = Path(path) if path else DEFAULT_CONFIG
+    tree = _read_yaml(base_path)
+    if environ.get(ENV_CONFIG) and not path:
+        tree = _deep_merge(tree, _read_yaml(Path(environ[ENV_CONFIG])))
+    for key, value in sorted(environ.items()):
+        if key.startswith(ENV_PREFIX):
+            dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
+            _set_dotted(tree, dotted, yaml.safe_load(value))
+    for item in overrides or []:
+        if "=" not in item:
+            raise UserError(f"--set expects section.key=value, got {item!r}")
+        dotted, value = item.split("=", 1)
+        _set_dotted(tree, dotted.strip(), yaml.safe_load(value))
+    try:
+        cfg = Config.model_validate(tree)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise UserError(f"invalid config ({base_path}): {problems}") from None
+    return _resolve_paths(cfg, base_path.resolve().parent)

@@ -1,0 +1,289 @@
+"""Stage 1, extract_features: raw ads and clicks -> validated feature tables (PySpark).
+
+Reads the raw `ads` and `clicks` folders (JSON lines, optionally gzipped, or Parquet),
+applies the row-level rules of `sql/rules/`, and writes under
+`{lake}/cycles/{cycle_id}/extract_features/`:
+
+    user_sequences/  each user's most recent clicked ads, oldest first
+    items/           unique item texts + item_hash (the embedding cache key)
+    active_ads/      what the cycle generates for, with content_hash
+    ad_queries/      each active ad's top search queries by clicks
+    quarantine/      every rejected input row with its reason and raw text
+    _SUCCESS         the manifest: inputs, config hash, counts, reconciliation, checks
+
+Every input row is counted: rows_in = accepted + quarantined for each raw table.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from jobs.config import SQL_DIR, Config
+from jobs.errors import UserError
+from jobs.lake import StageRun, fingerprint_files, parse_cycle_id
+from jobs.validation import (
+    SuiteRunner,
+    feature_suite,
+    quarantine_gate,
+    raise_if_failed,
+    raw_suite,
+)
+
+STAGE = "extract_features"
+FEATURE_TABLES = ("user_sequences", "items", "active_ads", "ad_queries")
+JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".ndjson")
+PARQUET_SUFFIXES = (".parquet",)
+REQUIRED = {
+    "ads": ["ad_id", "advertiser_id", "campaign_id", "title", "selling_points", "brand",
+            "category", "status", "updated_at"],
+    "clicks": ["user_id", "ad_id", "event_time", "event_type"],
+}
+OPTIONAL = {"ads": [], "clicks": ["query"]}
+
+log = logging.getLogger(__name__)
+
+
+def input_files(folder: Path, table: str) -> tuple[list[Path], list[Path]]:
+    """JSON-lines and Parquet files of one raw table; a clear error when there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"input folder for raw {table} not found: {folder} "
+                        f"(set inputs.{table} in the config, or run `creative-factory sample-data`)")
+    json_files, parquet_files, unknown = [], [], []
+    for p in sorted(folder.rglob("*")):
+        if p.is_dir() or p.name.startswith((".", "_")):
+            continue
+        name = p.name.lower()
+        if name.endswith(JSON_SUFFIXES):
+            json_files.append(p)
+        elif name.endswith(PARQUET_SUFFIXES):
+            parquet_files.append(p)
+        else:
+            unknown.append(p.name)
+    if unknown:
+        raise UserError(f"raw {table} folder {folder} holds files of unknown format: "
+                        f"{', '.join(unknown[:5])} (expected *.jsonl[.gz] or *.parquet)")
+    if not json_files and not parquet_files:
+        raise UserError(f"raw {table} folder {folder} holds no *.jsonl or *.parquet files")
+    return json_files, parquet_files
+
+
+def _check_parquet_schema(files: list[Path], table: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    present: set[str] | None = None
+    for f in files:
+        try:
+            names = set(pq.read_schema(f).names)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
+            raise UserError(f"raw {table} file {f} is not readable Parquet: {exc}") from None
+        missing = [c for c in REQUIRED[table] if c not in names]
+        if missing:
+            raise UserError(f"raw {table} file {f} lacks required columns: {', '.join(missing)}")
+        present = names if present is None else present & names
+    return [c for c in REQUIRED[table] + OPTIONAL[table] if c in (present or set())]
+
+
+def _raw_lines(spark, table: str, json_files: list[Path], parquet_files: list[Path]):
+    """One (source_file, value) row per input record: Parquet rows are turned into JSON so
+    both formats go through the same rules. Blank JSON lines are not records."""
+    from pyspark.sql import functions as F
+
+    frames = []
+    if json_files:
+        frames.append(
+            spark.read.text([str(p) for p in json_files])
+            .select(F.col("_metadata.file_path").alias("source_file"), "value")
+            .where(F.trim("value") != "")
+        )
+    if parquet_files:
+        cols = _check_parquet_schema(parquet_files, table)
+        frames.append(
+            spark.read.parquet(*[str(p) for p in parquet_files]).select(
+                F.col("_metadata.file_path").alias("source_file"),
+                F.to_json(F.struct(*cols)).alias("value"),
+            )
+        )
+    df = frames[0]
+    for other in frames[1:]:
+        df = df.unionByName(other)
+    return df
+
+
+def _blank_lines(spark, json_files: list[Path]) -> int:
+    from pyspark.sql import functions as F
+
+    if not json_files:
+        return 0
+    return spark.read.text([str(p) for p in json_files]).where(F.trim("value") == "").count()
+
+
+def _sql(spark, name: str, **params: Any):
+    return spark.sql((SQL_DIR / name).read_text(), args=params or None)
+
+
+def _reason_counts(df) -> dict[str, int]:
+    from pyspark.sql import functions as F
+
+    rows = (df.where(F.size("reasons") > 0)
+            .groupBy(F.col("reasons")[0].alias("reason")).count().collect())
+    return {r["reason"]: r["count"] for r in rows}
+
+
+def run(cfg: Config, cycle_id: str, force: bool = False) -> dict[str, Any]:
+    """Extract features for one cycle; returns the stage manifest (skipped when current)."""
+    interval_end = parse_cycle_id(cycle_id)
+    ads_json, ads_parquet = input_files(cfg.inputs.ads, "ads")
+    clicks_json, clicks_parquet = input_files(cfg.inputs.clicks, "clicks")
+    inputs = {
+        "ads": {"path": str(cfg.inputs.ads), "files": len(ads_json) + len(ads_parquet),
+                "fingerprint": fingerprint_files(ads_json + ads_parquet)},
+        "clicks": {"path": str(cfg.inputs.clicks), "files": len(clicks_json) + len(clicks_parquet),
+                   "fingerprint": fingerprint_files(clicks_json + clicks_parquet)},
+    }
+    stage = StageRun(cfg.lake, cycle_id, STAGE, inputs,
+                     cfg.section_hash("features", "validation"))
+    if not force and (existing := stage.up_to_date()):
+        log.info("%s for cycle %s is up to date: skipped (%s)", STAGE, cycle_id, stage.final)
+        return {**existing, "skipped": True}
+
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from jobs.spark import spark_session
+
+    spark = spark_session(cfg, app=f"{STAGE}-{cycle_id}")
+    out = stage.begin()
+    f = cfg.features
+    try:
+        # -- classify raw rows -------------------------------------------------------------
+        _raw_lines(spark, "ads", ads_json, ads_parquet).createOrReplaceTempView("raw_ads_lines")
+        ads_classified = _sql(
+            spark, "rules/ads_classified.sql", max_title_chars=f.max_title_chars,
+            max_selling_points=f.max_selling_points, interval_end=interval_end,
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        ads_classified.createOrReplaceTempView("ads_classified")
+        ads_resolved = _sql(spark, "rules/ads_resolved.sql").persist(StorageLevel.MEMORY_AND_DISK)
+        text_cols = [F.col(c) for c in f.item_text_fields]
+        ads_current = (
+            ads_resolved.where(F.size("reasons") == 0)
+            .withColumn("item_text", F.concat_ws(" | ", *text_cols))
+            .withColumn("item_hash", F.substring(F.sha2("item_text", 256), 1, 16))
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        )
+        ads_current.createOrReplaceTempView("ads_current")
+
+        _raw_lines(spark, "clicks", clicks_json, clicks_parquet).createOrReplaceTempView(
+            "raw_clicks_lines")
+        clicks_classified = _sql(
+            spark, "rules/clicks_classified.sql", max_query_chars=f.max_query_chars,
+            interval_end=interval_end,
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        clicks_classified.where(F.size("reasons") == 0).createOrReplaceTempView("clicks_valid")
+
+        # -- quarantine: every rejected row, with its reason and raw text ----------------------
+        keep = cfg.validation.raw_sample_chars
+
+        def rejected(df, table: str, detail=None):
+            return df.where(F.size("reasons") > 0).select(
+                F.lit(table).alias("source_table"),
+                "source_file",
+                F.col("reasons")[0].alias("reason"),
+                "reasons",
+                (detail if detail is not None else F.lit(None).cast("string")).alias("detail"),
+                F.substring("value", 1, keep).alias("raw"),
+                F.lit(cycle_id).alias("cycle_id"),
+            )
+
+        quarantine = (rejected(ads_classified, "ads")
+                      .unionByName(rejected(ads_resolved, "ads", F.col("detail")))
+                      .unionByName(rejected(clicks_classified, "clicks")))
+        quarantine.coalesce(1).write.parquet(str(out / "quarantine"))
+
+        # -- reconciliation: rows_in = accepted + quarantined, per raw table ------------------
+        ads_rule_reasons = _reason_counts(ads_classified)
+        ads_conflicts = _reason_counts(ads_resolved)
+        clicks_reasons = _reason_counts(clicks_classified)
+        status_counts = {r["status"]: r["count"]
+                         for r in ads_current.groupBy("status").count().collect()}
+        type_counts = {r["event_type"]: r["count"] for r in clicks_classified
+                       .where(F.size("reasons") == 0).groupBy("event_type").count().collect()}
+        ads_in, clicks_in = ads_classified.count(), clicks_classified.count()
+        ads_reasons = dict(ads_rule_reasons)
+        for k, v in ads_conflicts.items():
+            ads_reasons[k] = ads_reasons.get(k, 0) + v
+        counts = {
+            "ads": {"rows_in": ads_in, "accepted": sum(status_counts.values()),
+                    "quarantined": sum(ads_reasons.values()), "reasons": ads_reasons,
+                    "accepted_by_status": status_counts,
+                    "blank_lines_skipped": _blank_lines(spark, ads_json)},
+            "clicks": {"rows_in": clicks_in, "accepted": sum(type_counts.values()),
+                       "quarantined": sum(clicks_reasons.values()), "reasons": clicks_reasons,
+                       "accepted_by_event_type": type_counts,
+                       "blank_lines_skipped": _blank_lines(spark, clicks_json)},
+        }
+        for table, c in counts.items():
+            if c["rows_in"] != c["accepted"] + c["quarantined"]:
+                raise RuntimeError(f"reconciliation bug in {STAGE}: {table} {c}")
+
+        # -- gates on the raw input: quarantined share + the raw GX suites -------------------
+        mostly = 1.0 - cfg.validation.quarantine_threshold
+        runner = SuiteRunner()
+        raw_failures = []
+        for table, df in (("ads", ads_classified), ("clicks", clicks_classified)):
+            suite = raw_suite(table, mostly, f.max_title_chars, f.max_query_chars)
+            raw_failures += runner.validate(table, df, suite)
+        problems = quarantine_gate(counts, cfg.validation.quarantine_threshold)
+        if problems or raw_failures:
+            kept = stage.abandon(keep=True)
+            raise_if_failed(STAGE, problems, raw_failures, f"quarantined rows in {kept}/quarantine")
+
+        # -- features --------------------------------------------------------------------------
+        params = {
+            "active_ads": {}, "items": {},
+            "user_sequences": {"max_history": f.max_history},
+            "ad_queries": {"top_queries": f.top_queries},
+        }
+        outputs: dict[str, Any] = {}
+        feature_failures = []
+        for table in FEATURE_TABLES:
+            path = out / table
+            _sql(spark, f"features/{table}.sql", **params[table]).write.parquet(str(path))
+            written = spark.read.parquet(str(path))
+            suite = feature_suite(table, f.max_history, f.top_queries, f.max_title_chars)
+            feature_failures += runner.validate(table, written, suite)
+            outputs[table] = {"path": str(stage.final / table), "rows": written.count()}
+        written_q = spark.read.parquet(str(out / "quarantine"))
+        feature_failures += runner.validate(
+            "quarantine", written_q, feature_suite("quarantine", 1, 1, 1))
+        outputs["quarantine"] = {"path": str(stage.final / "quarantine"),
+                                 "rows": written_q.count()}
+        if feature_failures:
+            kept = stage.abandon(keep=True)
+            raise_if_failed(STAGE, [], feature_failures, f"the rejected outputs in {kept}")
+
+        manifest = stage.commit(outputs, extra={
+            "reconciliation": counts,
+            "validation": runner.results,
+            "config": cfg.as_dict(),
+        })
+    except BaseException:
+        if stage.staging.exists():
+            stage.abandon(keep=True)
+        raise
+    finally:
+        spark.catalog.clearCache()
+    log.info("%s for cycle %s committed: %s", STAGE, cycle_id, stage.final)
+    return {**manifest, "skipped": False}
+
+
+def main() -> None:  # pragma: no cover - thin CLI wrapper, see jobs.cli
+    from jobs.cli import app
+
+    app(["extract-features"])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

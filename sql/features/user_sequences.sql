@@ -1,0 +1,55 @@
+-- user_sequences: each user's most recent clicked ads (at most :max_history), oldest first,
+-- with consecutive clicks on the same ad collapsed into one.
+with
+
+clicks as (
+    select user_id, ad_id, event_time from clicks_valid where event_type = 'click'
+),
+
+ads as (
+    select ad_id, item_hash from ads_current
+),
+
+ordered as (
+    select
+        c.user_id,
+        c.ad_id,
+        c.event_time,
+        a.item_hash,
+        lag(c.ad_id) over (partition by c.user_id order by c.event_time, c.ad_id) as previous_ad
+    from clicks c
+    join ads a on c.ad_id = a.ad_id
+),
+
+collapsed as (
+    select * from ordered where previous_ad is null or previous_ad <> ad_id
+),
+
+ranked as (
+    select
+        *,
+        count(*) over (partition by user_id) as n_distinct_runs,
+        row_number() over (partition by user_id order by event_time desc, ad_id desc) as recency
+    from collapsed
+),
+
+recent as (
+    select * from ranked where recency <= :max_history
+),
+
+final as (
+    select
+        user_id,
+        -- array_sort on (event_time, ad_id) structs: oldest first, ties by ad_id
+        transform(array_sort(collect_list(struct(event_time, ad_id, item_hash))), x -> x.ad_id)
+            as ad_ids,
+        transform(array_sort(collect_list(struct(event_time, ad_id, item_hash))), x -> x.item_hash)
+            as item_hashes,
+        count(*) as history_length,
+        max(n_distinct_runs) as clicks_collapsed,
+        max(event_time) as last_click_at
+    from recent
+    group by user_id
+)
+
+select * from final
