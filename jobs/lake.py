@@ -109,6 +109,7 @@ class StageRun:
         manifest = {
             "stage": self.stage,
             "cycle_id": self.cycle_id,
+            "path": str(self.final),
             "inputs": self.inputs,
             "config_hash": self.config_hash,
             "code_version": __version__,

@@ -1,0 +1,44 @@
+# Creative Factory: `make run` runs one full cycle; `make test` runs the whole suite.
+# Both create .venv and install everything on a fresh machine (Python 3.11 + Java 17).
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint constraints clean help
+
+help:
+	@echo "make run    - one full cycle through Airflow on the embedded default (var/)"
+	@echo "make test   - the whole test suite"
+	@echo "make bench  - benchmarks (numbers go in README.md)"
+	@echo "make lint   - ruff"
+	@echo "make clean  - remove var/ (lake, sample data, Airflow metadata)"
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
+	@command -v java >/dev/null || { echo "Java 17 is required (PySpark): install a JDK 17 and retry"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/creative-factory run-cycle
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_features.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check jobs models dags tests
+
+constraints: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^creative-factory' \
+	  | sed '1i # Every package of the environment, pinned (pip freeze). Install with: pip install -c constraints.txt -e ".[dev]"' > constraints.txt
+
+clean:
+	rm -rf var

@@ -1,0 +1,132 @@
+"""`creative-factory`: the command line for operators and on-call.
+
+Every subcommand takes `--config FILE` and repeated `--set section.key=value` overrides
+(see creative-factory.yaml). Bad input and bad config print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jobs.config import load_config
+from jobs.errors import UserError
+
+app = typer.Typer(
+    name="creative-factory",
+    help="Offline factory for personalized ad creatives (HLLM-Creator method).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="Config file (default: creative-factory.yaml at the repository root).")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override one setting, e.g. --set features.max_history=200. Repeatable.")]
+
+
+def friendly(fn):
+    """UserError -> one line on stderr and exit code 2; anything else is a bug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command("sample-data")
+@friendly
+def sample_data(
+    out: Annotated[Path, typer.Option(help="Folder to write ads/ and clicks/ into.")],
+    users: Annotated[int, typer.Option(min=1, help="Number of users.")] = 2000,
+    ads: Annotated[int, typer.Option(min=1, help="Number of ads.")] = 500,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same files.")] = 7,
+    events_per_user: Annotated[float, typer.Option(min=1, help="Mean events per user.")] = 40,
+    end: Annotated[str, typer.Option(help="Clicks fall in the 90 days before this instant.")]
+    = "2026-11-01T00:00:00Z",
+    format: Annotated[str, typer.Option(help="parquet or jsonl.")] = "parquet",
+    force: Annotated[bool, typer.Option(help="Rewrite even when `out` holds this sample.")]
+    = False,
+) -> None:
+    """Write synthetic raw `ads` and `clicks` tables (deterministic per seed, streamed)."""
+    from jobs.sample_data import SampleSpec, generate
+
+    spec = SampleSpec(users=users, ads=ads, seed=seed, events_per_user=events_per_user,
+                      end=end, format=format)
+    manifest = generate(spec, out, force=force)
+    typer.echo(f"{out}: {manifest['ads']:,} ads, {manifest['users']:,} users, "
+               f"{manifest['events']:,} events ({format})")
+
+
+@app.command("extract-features")
+@friendly
+def extract_features(
+    cycle_id: Annotated[str, typer.Option(help="Cycle id, YYYYMMDDTHHMMSSZ (data interval end).")],
+    force: Annotated[bool, typer.Option(help="Re-run even when the stage is up to date.")]
+    = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Stage 1: raw ads and clicks -> validated feature tables and quarantine (PySpark)."""
+    from jobs import extract_features as stage
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    cfg = load_config(config, set_)
+    manifest = stage.run(cfg, cycle_id, force=force)
+    state = "skipped (up to date)" if manifest["skipped"] else "done"
+    typer.echo(f"extract_features {state}: {manifest['path']}")
+    for name, out in manifest["outputs"].items():
+        typer.echo(f"  {name:<16} {out['rows']:>10,} rows")
+
+
+@app.command("run-cycle")
+@friendly
+def run_cycle(
+    logical_date: Annotated[str | None, typer.Option(
+        help="ISO instant of the data interval end (default: the latest 5-hour boundary).")]
+    = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run one cycle of creative_factory_cycle through Airflow (`make run` calls this)."""
+    from jobs.run_cycle import run
+
+    cfg = load_config(config, set_)
+    when = None
+    if logical_date:
+        try:
+            when = datetime.fromisoformat(logical_date.replace("Z", "+00:00"))
+        except ValueError:
+            raise UserError(f"--logical-date {logical_date!r} is not an ISO 8601 instant") from None
+        if when.tzinfo is None:
+            raise UserError("--logical-date needs a timezone, e.g. 2026-11-21T20:00:00Z")
+    raise typer.Exit(run(cfg, set_ or [], str(config) if config else None, when))
+
+
+@app.command("show-config")
+@friendly
+def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the resolved config (after file, environment and --set overrides)."""
+    cfg = load_config(config, set_)
+    typer.echo(json.dumps(cfg.as_dict(), indent=2))
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="creative-factory")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
