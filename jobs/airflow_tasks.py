@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def _fail_fast(exc: UserError):
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException
 
     return AirflowFailException(str(exc))
 

@@ -28,7 +28,7 @@ app = typer.Typer(
 )
 
 ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", help="Config file (default: creative-factory.yaml at the repository root).")]
+    "--config", help="Overlay config file on top of creative-factory.yaml (partial is fine).")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override one setting, e.g. --set features.max_history=200. Repeatable.")]
 

@@ -1,9 +1,10 @@
 """One typed config for every stage.
 
 Defaults live in `creative-factory.yaml` at the repository root. Overrides, later wins:
-the file named by CREATIVE_FACTORY_CONFIG, environment variables `CF__SECTION__KEY`,
-then `--set section.key=value` on the command line. Relative paths resolve against the
-directory of the base config file, so the same config works from any working directory.
+an overlay file (`--config FILE`, or the file named by CREATIVE_FACTORY_CONFIG), environment
+variables `CF__SECTION__KEY`, then `--set section.key=value` on the command line. Relative
+paths resolve against the repository root, so the same config works from any directory
+and means the same thing in the CLI and inside an Airflow task.
 """
 
 from __future__ import annotations
@@ -136,12 +137,12 @@ def load_config(
     overrides: list[str] | None = None,
     environ: dict[str, str] | None = None,
 ) -> Config:
-    """Load the base config, apply file/env/CLI overrides, validate, resolve paths."""
+    """Defaults, then the overlay file, env and CLI overrides; validated, paths resolved."""
     environ = dict(os.environ if environ is None else environ)
-    base_path = Path(path) if path else DEFAULT_CONFIG
-    tree = _read_yaml(base_path)
-    if environ.get(ENV_CONFIG) and not path:
-        tree = _deep_merge(tree, _read_yaml(Path(environ[ENV_CONFIG])))
+    tree = _read_yaml(DEFAULT_CONFIG)
+    overlay = path or environ.get(ENV_CONFIG)
+    if overlay:
+        tree = _deep_merge(tree, _read_yaml(Path(overlay)))
     for key, value in sorted(environ.items()):
         if key.startswith(ENV_PREFIX):
             dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
@@ -157,5 +158,5 @@ def load_config(
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        raise UserError(f"invalid config ({base_path}): {problems}") from None
-    return _resolve_paths(cfg, base_path.resolve().parent)
+        raise UserError(f"invalid config ({overlay or DEFAULT_CONFIG}): {problems}") from None
+    return _resolve_paths(cfg, REPO_ROOT)

@@ -193,7 +193,11 @@ def run(cfg: Config, cycle_id: str, force: bool = False) -> dict[str, Any]:
                 F.col("reasons")[0].alias("reason"),
                 "reasons",
                 (detail if detail is not None else F.lit(None).cast("string")).alias("detail"),
-                F.substring("value", 1, keep).alias("raw"),
+                # raw text for people; invalid UTF-8 keeps its exact bytes in raw_base64
+                F.make_valid_utf8(F.substring("value", 1, keep)).alias("raw"),
+                F.when(~F.is_valid_utf8("value"),
+                       F.base64(F.substring(F.col("value").cast("binary"), 1, keep)))
+                .alias("raw_base64"),
                 F.lit(cycle_id).alias("cycle_id"),
             )
 

@@ -68,7 +68,8 @@ def ensure_sample_data(cfg: Config) -> None:
              ads.parent)
 
 
-def _airflow(args: list[str], env: dict[str, str], log_file: Path) -> int:
+def _airflow(args: list[str], env: dict[str, str], log_file: Path,
+             errors: list[str] | None = None) -> int:
     exe = Path(sys.executable).with_name("airflow")
     with open(log_file, "a") as log:
         log.write(f"\n$ airflow {' '.join(args)}\n")
@@ -79,14 +80,17 @@ def _airflow(args: list[str], env: dict[str, str], log_file: Path) -> int:
         for line in proc.stdout:
             log.write(line)
             if _worth_showing(line):
-                print("  " + line.rstrip()[:200])
+                print("  " + line.rstrip()[:400])
+            if errors is not None and "AirflowFailException:" in line:
+                errors.append(line.split("AirflowFailException:", 1)[1].strip())
         return proc.wait()
 
 
 def _worth_showing(line: str) -> bool:
-    keys = ("Marking task", "Task instance", "failed validation", "ERROR", "error:",
-            "AirflowFailException", "DagRun Finished", "state=", "committed", "skipped")
-    return any(k in line for k in keys) and "WARN" not in line
+    """The few Airflow log lines a person running `make run` wants to see live."""
+    keys = ("committed:", "is up to date", "failed validation", "AirflowFailException",
+            "DagRun Finished", "[error")
+    return any(k in line for k in keys)
 
 
 def run(cfg: Config, overrides: list[str], config_path: str | None,
@@ -102,7 +106,8 @@ def run(cfg: Config, overrides: list[str], config_path: str | None,
     print(f"cycle {cycle_id}: airflow dags test {DAG_ID} (full log: {log_file})")
     if _airflow(["db", "migrate"], env, log_file) != 0:
         raise UserError(f"`airflow db migrate` failed; see {log_file}")
-    rc = _airflow(["dags", "test", DAG_ID, logical_date.isoformat()], env, log_file)
+    errors: list[str] = []
+    rc = _airflow(["dags", "test", DAG_ID, logical_date.isoformat()], env, log_file, errors)
     elapsed = time.time() - started
 
     print(f"\ncycle {cycle_id} finished in {elapsed:.0f}s; outputs:")
@@ -111,9 +116,11 @@ def run(cfg: Config, overrides: list[str], config_path: str | None,
         m = read_manifest(cfg.lake / "cycles" / cycle_id / stage)
         if m is None:
             ok = False
-            print(f"  {stage:<18} MISSING (failed or not run) - see {log_file}")
+            print(f"  {stage:<18} FAILED or not run - see {log_file}")
             continue
-        print(f"  {stage:<18} {m['path']}  ({m['duration_s']:.0f}s)")
+        fresh = datetime.fromisoformat(m["finished_at"]).timestamp() >= started
+        state = f"ran in {m['duration_s']:.0f}s" if fresh else "up to date, skipped"
+        print(f"  {stage:<18} {m['path']}  ({state})")
         for name, out in m["outputs"].items():
             print(f"      {name:<16} {out['rows']:>10,} rows")
         if "reconciliation" in m:
@@ -121,5 +128,7 @@ def run(cfg: Config, overrides: list[str], config_path: str | None,
                    for t, c in m["reconciliation"].items()}
             print(f"      reconciliation   {json.dumps(rec)}")
     print("  later stages (embeddings, clustering, generation, library, report) are not built yet")
+    for message in errors:
+        print(f"\nerror: {message}")
     return 0 if ok else 1
 

@@ -119,7 +119,7 @@ def make_catalog(spec: SampleSpec) -> Catalog:
         p = int(rng.integers(len(vocab["products"])))
         product = vocab["products"][p]
         attrs = rng.choice(vocab["attributes"], size=2, replace=False)
-        points_pool = vocab["selling_points"] + GENERIC_SELLING_POINTS
+        points_pool = list(dict.fromkeys(vocab["selling_points"] + GENERIC_SELLING_POINTS))
         n_points = int(rng.integers(4, 9))
         points = list(rng.choice(points_pool, size=min(n_points, len(points_pool)), replace=False))
         title = f"{adv_brand[a]} {attrs[0]} {product}"

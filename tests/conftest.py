@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny sample data, configs pointing at temp folders, one Spark session."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from jobs.config import load_config
+from jobs.sample_data import SampleSpec, generate
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+TINY = SampleSpec(users=80, ads=40, seed=11, events_per_user=30)
+CYCLE = "20261101T000000Z"  # the sample's clicks end at 2026-11-01T00:00:00Z
+
+
+@pytest.fixture(scope="session")
+def tiny_sample(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sample") / "tiny"
+    generate(TINY, out, progress=False)
+    return out
+
+
+def make_config(tmp: Path, ads: Path, clicks: Path, *overrides: str):
+    return load_config(overrides=[
+        f"lake={tmp / 'lake'}",
+        f"inputs.ads={ads}",
+        f"inputs.clicks={clicks}",
+        f"airflow.home={tmp / 'airflow'}",
+        "spark.master=local[2]",
+        "spark.shuffle_partitions=2",
+        *overrides,
+    ], environ={})
+
+
+@pytest.fixture
+def config_for(tmp_path):
+    def build(sample: Path, *overrides: str):
+        return make_config(tmp_path, sample / "ads", sample / "clicks", *overrides)
+
+    return build
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    """Rows are dicts (written as JSON) or str/bytes (written verbatim, one per line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        for row in rows:
+            if isinstance(row, dict):
+                row = json.dumps(row)
+            if isinstance(row, str):
+                row = row.encode("utf-8")
+            f.write(row + b"\n")
+    return path
