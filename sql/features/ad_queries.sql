@@ -11,7 +11,7 @@ active as (
 ),
 
 counted as (
-    select c.ad_id, c.query, count(*) as clicks
+    select /*+ BROADCAST(a) */ c.ad_id, c.query, count(*) as clicks
     from clicks c
     join active a on c.ad_id = a.ad_id
     group by c.ad_id, c.query

@@ -11,14 +11,14 @@ ads as (
 ),
 
 ordered as (
-    select
+    select /*+ BROADCAST(a) */
         c.user_id,
         c.ad_id,
         c.event_time,
         a.item_hash,
         lag(c.ad_id) over (partition by c.user_id order by c.event_time, c.ad_id) as previous_ad
     from clicks c
-    join ads a on c.ad_id = a.ad_id
+    join ads a on c.ad_id = a.ad_id  -- broadcast: one row per ad
 ),
 
 collapsed as (

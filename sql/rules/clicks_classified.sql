@@ -35,7 +35,7 @@ typed as (
 ),
 
 checked as (
-    select
+    select /*+ BROADCAST(a) */
         t.*,
         a.ad_id is not null as known_ad,
         filter(array(
@@ -56,7 +56,17 @@ checked as (
             case when t.ad_id <> '' and a.ad_id is null then 'unknown_ad' end
         ), r -> r is not null) as reasons
     from typed t
-    left join ads_current a on t.ad_id = a.ad_id
+    -- the valid ad ids are few (one row per ad): broadcast them, never shuffle the clicks
+    left join (select ad_id from ads_current) a on t.ad_id = a.ad_id
+),
+
+slim as (
+    -- valid rows drop their raw text before the shuffle below: only rejected rows need it
+    select
+        source_file,
+        case when size(reasons) > 0 then value end as value,
+        user_id, ad_id, event_time, event_type, query, reasons
+    from checked
 ),
 
 deduplicated as (
@@ -64,15 +74,20 @@ deduplicated as (
         *,
         case when size(reasons) = 0 then row_number() over (
             partition by size(reasons) = 0, user_id, ad_id, event_time, event_type, query
-            order by source_file, value
+            order by source_file
         ) end as copy_number
-    from checked
+    from slim
 ),
 
 final as (
     select
         source_file,
-        value,
+        case
+            when copy_number > 1 then to_json(named_struct(
+                'user_id', user_id, 'ad_id', ad_id, 'event_time', event_time,
+                'event_type', event_type, 'query', query))
+            else value
+        end as value,
         user_id,
         ad_id,
         event_time,
