@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 def _fail_fast(exc: UserError):
     from airflow.sdk.exceptions import AirflowFailException
 
+    log.error("%s", exc)  # the one line on-call needs, before Airflow's own failure report
     return AirflowFailException(str(exc))
 
 
@@ -28,8 +29,10 @@ def extract_features_task(data_interval_end: datetime, force: bool = False) -> d
     from jobs.config import load_config
     from jobs.lake import cycle_id_for
 
-    cycle_id = cycle_id_for(data_interval_end)
     try:
+        if data_interval_end is None:
+            raise UserError("this run has no data interval; trigger it with a logical date")
+        cycle_id = cycle_id_for(data_interval_end)
         manifest = extract_features.run(load_config(), cycle_id, force=force)
     except UserError as exc:
         raise _fail_fast(exc) from None

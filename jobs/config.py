@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from jobs.errors import UserError
 
@@ -49,7 +50,12 @@ class Spark(_Section):
     master: str = "local[*]"
     driver_memory: str = "4g"
     shuffle_partitions: int = Field(8, gt=0)
-    extra_conf: dict[str, str] = {}
+    extra_conf: dict[str, str | int | float | bool] = {}
+
+    @field_validator("extra_conf")
+    @classmethod
+    def _as_strings(cls, value: dict) -> dict[str, str]:
+        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
 
 
 class Features(_Section):
@@ -99,8 +105,17 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+def _parse_value(text: str) -> Any:
+    """YAML scalars for overrides, except that timestamps stay strings (ISO instants)."""
+    value = yaml.safe_load(text)
+    return text if isinstance(value, date | datetime) else value
+
+
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
+    if parents[:2] == ["spark", "extra_conf"] and len(parents) > 2:
+        # Spark keys contain dots: spark.extra_conf.spark.sql.x=1 sets key "spark.sql.x"
+        parents, leaf = parents[:2], ".".join(parents[2:] + [leaf])
     node = tree
     for part in parents:
         node = node.setdefault(part, {})
@@ -146,12 +161,12 @@ def load_config(
     for key, value in sorted(environ.items()):
         if key.startswith(ENV_PREFIX):
             dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
-            _set_dotted(tree, dotted, yaml.safe_load(value))
+            _set_dotted(tree, dotted, _parse_value(value))
     for item in overrides or []:
         if "=" not in item:
             raise UserError(f"--set expects section.key=value, got {item!r}")
         dotted, value = item.split("=", 1)
-        _set_dotted(tree, dotted.strip(), yaml.safe_load(value))
+        _set_dotted(tree, dotted.strip(), _parse_value(value))
     try:
         cfg = Config.model_validate(tree)
     except ValidationError as exc:

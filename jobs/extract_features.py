@@ -16,13 +16,17 @@ Every input row is counted: rows_in = accepted + quarantined for each raw table.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 from jobs.config import SQL_DIR, Config
 from jobs.errors import UserError
-from jobs.lake import StageRun, fingerprint_files, parse_cycle_id
+from jobs.lake import StageRun, fingerprint_code, fingerprint_files, parse_cycle_id
 from jobs.validation import (
     SuiteRunner,
     feature_suite,
@@ -71,19 +75,28 @@ def input_files(folder: Path, table: str) -> tuple[list[Path], list[Path]]:
 
 
 def _check_parquet_schema(files: list[Path], table: str) -> list[str]:
+    """Every file has the required columns, and a column has one type across files.
+    Returns the contract's columns present in at least one file (missing ones read as null)."""
     import pyarrow.parquet as pq
 
-    present: set[str] | None = None
+    types: dict[str, tuple[str, Path]] = {}
     for f in files:
         try:
-            names = set(pq.read_schema(f).names)
+            schema = pq.read_schema(f)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
             raise UserError(f"raw {table} file {f} is not readable Parquet: {exc}") from None
-        missing = [c for c in REQUIRED[table] if c not in names]
+        missing = [c for c in REQUIRED[table] if c not in schema.names]
         if missing:
             raise UserError(f"raw {table} file {f} lacks required columns: {', '.join(missing)}")
-        present = names if present is None else present & names
-    return [c for c in REQUIRED[table] + OPTIONAL[table] if c in (present or set())]
+        for name in REQUIRED[table] + OPTIONAL[table]:
+            if name not in schema.names:
+                continue
+            kind = str(schema.field(name).type)
+            seen = types.setdefault(name, (kind, f))
+            if seen[0] != kind:
+                raise UserError(f"raw {table} file {f}: column {name} is {kind}, "
+                                f"but {seen[0]} in {seen[1]}")
+    return [c for c in REQUIRED[table] + OPTIONAL[table] if c in types]
 
 
 def _raw_lines(spark, table: str, json_files: list[Path], parquet_files: list[Path]):
@@ -101,7 +114,8 @@ def _raw_lines(spark, table: str, json_files: list[Path], parquet_files: list[Pa
     if parquet_files:
         cols = _check_parquet_schema(parquet_files, table)
         frames.append(
-            spark.read.parquet(*[str(p) for p in parquet_files]).select(
+            spark.read.option("mergeSchema", "true").parquet(*[str(p) for p in parquet_files])
+            .select(
                 F.col("_metadata.file_path").alias("source_file"),
                 F.to_json(F.struct(*cols)).alias("value"),
             )
@@ -140,46 +154,90 @@ def _counts_by(df, column: str) -> tuple[dict[str, int], dict[str, int]]:
     return reasons, accepted
 
 
+# Spark/Hadoop errors that mean an input file is damaged (truncated gzip, bad footer...).
+CORRUPT_INPUT_MARKERS = ("EOFException", "Not in GZIP format", "is not a Parquet file",
+                         "Unexpected end of input stream", "ZipException", "CorruptedInput")
+
+
+class _Timer:
+    """Wall time per step of the stage, kept in the manifest for the cycle report."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, float] = {}
+        self._t = time.time()
+
+    def lap(self, name: str) -> None:
+        now = time.time()
+        self.steps[name] = round(now - self._t, 2)
+        self._t = now
+
+
 def run(cfg: Config, cycle_id: str, force: bool = False) -> dict[str, Any]:
     """Extract features for one cycle; returns the stage manifest (skipped when current)."""
     interval_end = parse_cycle_id(cycle_id)
-    ads_json, ads_parquet = input_files(cfg.inputs.ads, "ads")
-    clicks_json, clicks_parquet = input_files(cfg.inputs.clicks, "clicks")
+    files = {t: input_files(getattr(cfg.inputs, t), t) for t in ("ads", "clicks")}
     inputs = {
-        "ads": {"path": str(cfg.inputs.ads), "files": len(ads_json) + len(ads_parquet),
-                "fingerprint": fingerprint_files(ads_json + ads_parquet)},
-        "clicks": {"path": str(cfg.inputs.clicks), "files": len(clicks_json) + len(clicks_parquet),
-                   "fingerprint": fingerprint_files(clicks_json + clicks_parquet)},
+        t: {"path": str(getattr(cfg.inputs, t)), "files": len(js) + len(pq_),
+            "fingerprint": fingerprint_files(js + pq_)}
+        for t, (js, pq_) in files.items()
     }
-    stage = StageRun(cfg.lake, cycle_id, STAGE, inputs,
-                     cfg.section_hash("features", "validation"))
-    if not force and (existing := stage.up_to_date()):
-        log.info("%s for cycle %s is up to date: skipped (%s)", STAGE, cycle_id, stage.final)
-        return {**existing, "skipped": True}
+    # Re-run when the inputs, the stage's settings or its code (module, SQL) change.
+    config_hash = "-".join([
+        cfg.section_hash("features", "validation"),
+        fingerprint_code(Path(__file__), SQL_DIR / "rules", SQL_DIR / "features"),
+        hashlib.sha256(json.dumps(cfg.spark.extra_conf, sort_keys=True).encode()).hexdigest()[:8],
+    ])
+    stage = StageRun(cfg.lake, cycle_id, STAGE, inputs, config_hash)
+    with stage.exclusive():
+        if not force and (existing := stage.up_to_date()):
+            log.info("%s for cycle %s is up to date: skipped (%s)", STAGE, cycle_id, stage.final)
+            return {**existing, "skipped": True}
+        try:
+            manifest = _extract(cfg, stage, interval_end, files)
+        except Exception as exc:
+            if stage.staging.exists():
+                stage.abandon(keep=True)
+            text = str(exc)
+            if not isinstance(exc, UserError) and any(m in text for m in CORRUPT_INPUT_MARKERS):
+                paths = re.findall(r"file:(/\S+?)[,\s'\"]", text)
+                where = f" ({paths[0]})" if paths else ""
+                reason = next(m for m in CORRUPT_INPUT_MARKERS if m in text)
+                raise UserError(f"an input file of {STAGE} is damaged{where}: {reason}; "
+                                "replace or remove it and re-run") from None
+            raise
+    log.info("%s for cycle %s committed: %s", STAGE, cycle_id, stage.final)
+    return {**manifest, "skipped": False}
 
+
+def _extract(cfg: Config, stage: StageRun, interval_end, files) -> dict[str, Any]:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     from jobs.spark import spark_session
 
+    (ads_json, ads_parquet), (clicks_json, clicks_parquet) = files["ads"], files["clicks"]
+    cycle_id = stage.cycle_id
+    timer = _Timer()
     spark = spark_session(cfg, app=f"{STAGE}-{cycle_id}")
+    timer.lap("spark_start")
     out = stage.begin()
     f = cfg.features
+    mem = StorageLevel.MEMORY_AND_DISK
     try:
         # -- classify raw rows -------------------------------------------------------------
         _raw_lines(spark, "ads", ads_json, ads_parquet).createOrReplaceTempView("raw_ads_lines")
         ads_classified = _sql(
             spark, "rules/ads_classified.sql", max_title_chars=f.max_title_chars,
             max_selling_points=f.max_selling_points, interval_end=interval_end,
-        ).persist(StorageLevel.MEMORY_AND_DISK)
+        ).persist(mem)
         ads_classified.createOrReplaceTempView("ads_classified")
-        ads_resolved = _sql(spark, "rules/ads_resolved.sql").persist(StorageLevel.MEMORY_AND_DISK)
+        ads_resolved = _sql(spark, "rules/ads_resolved.sql").persist(mem)
         text_cols = [F.col(c) for c in f.item_text_fields]
         ads_current = (
             ads_resolved.where(F.size("reasons") == 0)
             .withColumn("item_text", F.concat_ws(" | ", *text_cols))
             .withColumn("item_hash", F.substring(F.sha2("item_text", 256), 1, 16))
-            .persist(StorageLevel.MEMORY_AND_DISK)
+            .persist(mem)
         )
         ads_current.createOrReplaceTempView("ads_current")
 
@@ -188,7 +246,7 @@ def run(cfg: Config, cycle_id: str, force: bool = False) -> dict[str, Any]:
         clicks_classified = _sql(
             spark, "rules/clicks_classified.sql", max_query_chars=f.max_query_chars,
             interval_end=interval_end,
-        ).persist(StorageLevel.MEMORY_AND_DISK)
+        ).persist(mem)
         clicks_classified.where(F.size("reasons") == 0).createOrReplaceTempView("clicks_valid")
 
         # -- quarantine: every rejected row, with its reason and raw text ----------------------
@@ -213,6 +271,7 @@ def run(cfg: Config, cycle_id: str, force: bool = False) -> dict[str, Any]:
                       .unionByName(rejected(ads_resolved, "ads", F.col("detail")))
                       .unionByName(rejected(clicks_classified, "clicks")))
         quarantine.coalesce(1).write.parquet(str(out / "quarantine"))
+        timer.lap("classify_and_quarantine")
 
         # -- reconciliation: rows_in = accepted + quarantined, per raw table ------------------
         ads_reasons, _ = _counts_by(ads_classified, "status")
@@ -220,23 +279,24 @@ def run(cfg: Config, cycle_id: str, force: bool = False) -> dict[str, Any]:
         clicks_reasons, type_counts = _counts_by(clicks_classified, "event_type")
         for k, v in ads_conflicts.items():
             ads_reasons[k] = ads_reasons.get(k, 0) + v
-        ads_in = sum(ads_reasons.values()) + sum(status_counts.values())
-        clicks_in = sum(clicks_reasons.values()) + sum(type_counts.values())
         counts = {
-            "ads": {"rows_in": ads_in, "accepted": sum(status_counts.values()),
+            "ads": {"rows_in": sum(ads_reasons.values()) + sum(status_counts.values()),
+                    "accepted": sum(status_counts.values()),
                     "quarantined": sum(ads_reasons.values()), "reasons": ads_reasons,
                     "accepted_by_status": status_counts,
                     "blank_lines_skipped": _blank_lines(spark, ads_json)},
-            "clicks": {"rows_in": clicks_in, "accepted": sum(type_counts.values()),
+            "clicks": {"rows_in": sum(clicks_reasons.values()) + sum(type_counts.values()),
+                       "accepted": sum(type_counts.values()),
                        "quarantined": sum(clicks_reasons.values()), "reasons": clicks_reasons,
                        "accepted_by_event_type": type_counts,
                        "blank_lines_skipped": _blank_lines(spark, clicks_json)},
         }
-        # rows_in is counted on the raw lines themselves, independently of the rules
+        # rows_in is also counted on the raw lines themselves, independently of the rules
         for table, c in counts.items():
             raw = spark.table(f"raw_{table}_lines").count()
             if raw != c["rows_in"] or c["rows_in"] != c["accepted"] + c["quarantined"]:
                 raise RuntimeError(f"reconciliation bug in {STAGE}: {table} raw={raw} {c}")
+        timer.lap("reconcile")
 
         # -- gates on the raw input: quarantined share + the raw GX suites -------------------
         mostly = 1.0 - cfg.validation.quarantine_threshold
@@ -246,6 +306,7 @@ def run(cfg: Config, cycle_id: str, force: bool = False) -> dict[str, Any]:
             suite = raw_suite(table, mostly, f.max_title_chars, f.max_query_chars)
             raw_failures += runner.validate(table, df, suite)
         problems = quarantine_gate(counts, cfg.validation.quarantine_threshold)
+        timer.lap("raw_checks")
         if problems or raw_failures:
             kept = stage.abandon(keep=True)
             raise_if_failed(STAGE, problems, raw_failures, f"quarantined rows in {kept}/quarantine")
@@ -261,32 +322,30 @@ def run(cfg: Config, cycle_id: str, force: bool = False) -> dict[str, Any]:
         for table in FEATURE_TABLES:
             path = out / table
             _sql(spark, f"features/{table}.sql", **params[table]).write.parquet(str(path))
+            timer.lap(f"write_{table}")
             written = spark.read.parquet(str(path))
             suite = feature_suite(table, f.max_history, f.top_queries, f.max_title_chars)
             feature_failures += runner.validate(table, written, suite)
             outputs[table] = {"path": str(stage.final / table), "rows": written.count()}
+            timer.lap(f"check_{table}")
         written_q = spark.read.parquet(str(out / "quarantine"))
         feature_failures += runner.validate(
             "quarantine", written_q, feature_suite("quarantine", 1, 1, 1))
         outputs["quarantine"] = {"path": str(stage.final / "quarantine"),
                                  "rows": written_q.count()}
+        timer.lap("check_quarantine")
         if feature_failures:
             kept = stage.abandon(keep=True)
             raise_if_failed(STAGE, [], feature_failures, f"the rejected outputs in {kept}")
 
-        manifest = stage.commit(outputs, extra={
+        return stage.commit(outputs, extra={
             "reconciliation": counts,
             "validation": runner.results,
+            "timings_s": timer.steps,
             "config": cfg.as_dict(),
         })
-    except BaseException:
-        if stage.staging.exists():
-            stage.abandon(keep=True)
-        raise
     finally:
         spark.catalog.clearCache()
-    log.info("%s for cycle %s committed: %s", STAGE, cycle_id, stage.final)
-    return {**manifest, "skipped": False}
 
 
 def main() -> None:  # pragma: no cover - thin CLI wrapper, see jobs.cli

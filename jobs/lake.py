@@ -9,6 +9,8 @@ whose manifest records the same input fingerprint and config hash is skipped on 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -56,6 +58,17 @@ def fingerprint_files(paths: Iterable[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def fingerprint_code(*paths: Path) -> str:
+    """Hash of source files (a stage's module, its SQL): changed code re-runs the stage."""
+    h = hashlib.sha256(__version__.encode())
+    for root in paths:
+        files = sorted(Path(root).rglob("*")) if Path(root).is_dir() else [Path(root)]
+        for f in files:
+            if f.is_file() and f.suffix in (".py", ".sql"):
+                h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def read_manifest(path: Path) -> dict[str, Any] | None:
     """The manifest of a committed stage, or None when the stage is absent or incomplete."""
     f = Path(path) / MANIFEST
@@ -89,7 +102,32 @@ class StageRun:
             return m
         return None
 
+    @contextlib.contextmanager
+    def exclusive(self):
+        """Hold the stage's lock for this cycle: a second concurrent run is refused."""
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.final.parent / f".{self.stage}.lock"
+        with open(lock_path, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(
+                    f"another run of {self.stage} for cycle {self.cycle_id} is in progress "
+                    f"(lock {lock_path}); wait for it to finish") from None
+            try:
+                yield self
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def begin(self) -> Path:
+        """Start a fresh staging folder; leftovers of killed attempts are swept (under lock)."""
+        for leftover in self.final.parent.glob(f".{self.stage}.staging-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for old in self.final.parent.glob(f".{self.stage}.old-*"):
+            if self.final.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:  # killed between the two renames of commit(): the old stage comes back
+                os.replace(old, self.final)
         self.staging.mkdir(parents=True, exist_ok=False)
         return self.staging
 

@@ -119,7 +119,13 @@ def run(cfg: Config, overrides: list[str], config_path: str | None,
             print(f"  {stage:<18} FAILED or not run - see {log_file}")
             continue
         fresh = datetime.fromisoformat(m["finished_at"]).timestamp() >= started
-        state = f"ran in {m['duration_s']:.0f}s" if fresh else "up to date, skipped"
+        if fresh:
+            state = f"ran in {m['duration_s']:.0f}s"
+        elif rc == 0:
+            state = "up to date, skipped"
+        else:
+            ok = False
+            state = "NOT refreshed: this run failed; showing the last committed output"
         print(f"  {stage:<18} {m['path']}  ({state})")
         for name, out in m["outputs"].items():
             print(f"      {name:<16} {out['rows']:>10,} rows")

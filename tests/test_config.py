@@ -61,3 +61,13 @@ def test_missing_and_invalid_config_files(tmp_path):
 def test_default_config_file_is_the_repo_one():
     assert DEFAULT_CONFIG == REPO_ROOT / "creative-factory.yaml"
     assert Path(DEFAULT_CONFIG).is_file()
+
+
+def test_iso_instants_and_spark_keys_survive_overrides():
+    cfg = load_config(overrides=["sample.end=2026-11-01T00:00:00Z",
+                                 "spark.extra_conf.spark.sql.files.maxPartitionBytes=64m",
+                                 "spark.extra_conf.spark.sql.adaptive.enabled=true"],
+                      environ={"CF__SAMPLE__END": "2026-10-01T00:00:00Z"})
+    assert cfg.sample.end == "2026-11-01T00:00:00Z"
+    assert cfg.spark.extra_conf == {"spark.sql.files.maxPartitionBytes": "64m",
+                                    "spark.sql.adaptive.enabled": "true"}

@@ -62,4 +62,10 @@ def test_bad_feed_fails_the_task_with_a_one_line_reason(tmp_path, tiny_sample):
     assert "error: extract_features failed validation: table clicks: 1 of 1 rows quarantined" \
         in proc.stdout
     assert "unknown_ad=1" in proc.stdout
-    assert "Traceback" not in proc.stdout
+    assert proc.stderr.strip() == ""  # run-cycle itself prints no stack trace
+    log = (tmp_path / "lake" / "cycles" / CYCLE / "airflow-dags-test.log").read_text()
+    # the task log leads with the one-line reason (Airflow then adds its own failure report)
+    first_error = next(line for line in log.splitlines() if "[error" in line)
+    assert "extract_features failed validation: table clicks" in first_error
+    finished = next(line for line in log.splitlines() if "DagRun Finished" in line)
+    assert "state=failed" in finished

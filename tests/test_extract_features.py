@@ -69,7 +69,7 @@ def test_user_sequences_are_recent_oldest_first_and_collapsed(happy, tiny_sample
         row = seqs[user]
         assert row["ad_ids"] == collapsed[-12:]  # most recent 12, oldest first
         assert row["history_length"] == len(row["ad_ids"]) == len(row["item_hashes"])
-        assert row["clicks_collapsed"] == len(collapsed)
+        assert row["clicks_after_collapse"] == len(collapsed)
     assert any(len(v) > 12 for v in by_user.values())  # truncation was exercised
 
 
@@ -81,8 +81,8 @@ def test_items_active_ads_and_queries(happy, tiny_sample):
     assert {a["ad_id"] for a in out} == active
     items = {i["item_hash"]: i for i in table(m, "items")}
     assert all(a["item_hash"] in items for a in out)
-    one = out[0]
-    assert items[one["item_hash"]]["item_text"] == f"{one['title']} | {one['brand']} | {one['category']}"
+    for a in out:
+        assert items[a["item_hash"]]["item_text"] == f"{a['title']} | {a['brand']} | {a['category']}"
     assert len({a["content_hash"] for a in out}) == len(out)
 
     clicks = pq.read_table(tiny_sample / "clicks").to_pylist()
@@ -103,10 +103,13 @@ def test_rerun_is_skipped_and_force_replaces(happy):
     again = extract_features.run(cfg, CYCLE)
     assert again["skipped"] is True
     assert again["finished_at"] == m["finished_at"]
+    before = {t: sorted(map(repr, table(m, t))) for t in ("user_sequences", "items", "ad_queries")}
     forced = extract_features.run(cfg, CYCLE, force=True)
     assert forced["skipped"] is False
     assert forced["finished_at"] != m["finished_at"]
     assert forced["outputs"] == m["outputs"]  # same inputs, same outputs, same place
+    for t, rows in before.items():
+        assert sorted(map(repr, table(forced, t))) == rows, t
 
 
 # -- bad input ---------------------------------------------------------------------------------
@@ -138,6 +141,8 @@ def _bad_input(tmp: Path) -> tuple[Path, Path, dict, dict]:
         ad(ad_id="ad-empty-title", title="   "): "empty_title",
         ad(ad_id="ad-long-title", title="x" * 600): "title_too_long",
         ad(ad_id="ad-ctrl", title="Bell\u0007 Boots"): "control_characters",
+        ad(ad_id="ad-newline", title="Two\nlines"): "control_characters",
+        ad(ad_id="ad-obj-title", title={"text": "Boots"}): "wrong_type",
         ad(ad_id="ad-bad-time", updated_at="yesterday"): "unparsable_timestamp",
         ad(ad_id="ad-future", updated_at="2031-01-01T00:00:00Z"): "future_timestamp",
         ad(ad_id="ad/../escape"): "invalid_id",
@@ -147,10 +152,13 @@ def _bad_input(tmp: Path) -> tuple[Path, Path, dict, dict]:
         "[1, 2, 3]": "not_a_json_object",
         b'{"ad_id": "ad-utf8", "title": "Caf\xe9 \xff"}': "invalid_utf8",
     }
-    # Conflicts: same instant -> both versions out; different instants -> older out.
+    # Conflicts: same instant -> both versions out; different instants -> older out,
+    # whether its content changed or it was re-sent unchanged.
     conflict = [ad(ad_id="ad-tie", title="Version A"), ad(ad_id="ad-tie", title="Version B")]
     newer = [ad(ad_id="ad-upd", title="Old title", updated_at="2026-09-01T00:00:00Z"),
-             ad(ad_id="ad-upd", title="New title", updated_at="2026-10-15T00:00:00Z")]
+             ad(ad_id="ad-upd", title="New title", updated_at="2026-10-15T00:00:00Z"),
+             ad(ad_id="ad-same", updated_at="2026-09-01T00:00:00Z"),
+             ad(ad_id="ad-same", updated_at="2026-10-15T00:00:00Z")]
     exact = [json.dumps(good_ads[1])]  # an exact copy of a good row
     ads_rows = [json.dumps(a) for a in good_ads] + list(bad_ads) + conflict + newer + exact + [""]
     ads_dir = tmp / "ads"
@@ -171,6 +179,7 @@ def _bad_input(tmp: Path) -> tuple[Path, Path, dict, dict]:
         click(user_id="u-f", event_time="2031-01-01T00:00:00Z"): "future_timestamp",
         click(user_id="u-e", event_type="hover"): "invalid_event_type",
         click(user_id="u-q", query="boots\u0000drop table"): "control_characters",
+        click(user_id=12345): "wrong_type",
         json.dumps({"ad_id": good_ad, "event_time": GOOD_TIME, "event_type": "click"}):
             "missing_user_id",
         "{not json at all": "malformed_json",
@@ -180,7 +189,7 @@ def _bad_input(tmp: Path) -> tuple[Path, Path, dict, dict]:
     clicks_dir = tmp / "clicks"
     write_jsonl(clicks_dir / "part-1.jsonl", good_clicks[:20])
     write_jsonl(clicks_dir / "part-2.jsonl", good_clicks[20:] + list(bad_clicks) + duplicate)
-    expected_ads = {"bad": bad_ads, "good": len(good_ads) + 1, "rows": len(ads_rows) - 1}
+    expected_ads = {"bad": bad_ads, "good": len(good_ads) + 2, "rows": len(ads_rows) - 1}
     expected_clicks = {"bad": bad_clicks, "good": len(good_clicks),
                        "rows": len(good_clicks) + len(bad_clicks) + 1}
     return ads_dir, clicks_dir, expected_ads, expected_clicks
@@ -212,7 +221,8 @@ def test_every_bad_row_is_quarantined_with_its_reason(tmp_path):
 
     ads_rec = m["reconciliation"]["ads"]
     assert ads_rec["blank_lines_skipped"] == 1
-    assert ads_rec["reasons"]["conflicting_duplicate_ad_id"] == 3  # tie x2 + superseded
+    assert ads_rec["reasons"]["conflicting_duplicate_ad_id"] == 2  # both tied versions
+    assert ads_rec["reasons"]["superseded_ad_version"] == 2  # ad-upd and ad-same
     assert ads_rec["reasons"]["duplicate_row"] == 1
     assert m["reconciliation"]["clicks"]["reasons"]["duplicate_event"] == 1
     superseded = [r for r in by_table["ads"] if "Old title" in r["raw"]]
@@ -220,6 +230,8 @@ def test_every_bad_row_is_quarantined_with_its_reason(tmp_path):
     active = {a["ad_id"]: a for a in table(m, "active_ads")}
     assert active["ad-upd"]["title"] == "New title"
     assert "ad-tie" not in active
+    assert active["ad-same"]["updated_at"].isoformat().startswith("2026-10-15")
+    assert len(active) == len({a["ad_id"] for a in table(m, "active_ads")})
 
 
 def test_quarantine_share_over_threshold_fails_naming_rule_table_and_count(tmp_path):
@@ -231,7 +243,7 @@ def test_quarantine_share_over_threshold_fails_naming_rule_table_and_count(tmp_p
     assert "\n" not in msg
     assert "table ads:" in msg and "table clicks:" in msg
     assert "threshold 1.0%" in msg
-    assert "conflicting_duplicate_ad_id=3" in msg
+    assert "conflicting_duplicate_ad_id=2" in msg
     assert "unknown_ad=2" in msg
     stage = cfg.lake / "cycles" / CYCLE / "extract_features"
     assert read_manifest(stage) is None  # nothing committed
@@ -291,3 +303,50 @@ def test_parquet_without_required_columns_names_the_file(tmp_path, tiny_sample):
     cfg = make_config(tmp_path, tmp_path / "ads", tiny_sample / "clicks")
     with pytest.raises(UserError, match=r"x\.parquet lacks required columns: advertiser_id"):
         extract_features.run(cfg, CYCLE)
+
+
+def test_parquet_files_may_lack_optional_columns_but_not_change_types(tmp_path, tiny_sample):
+    import pyarrow as pa
+
+    clicks = tmp_path / "clicks"
+    clicks.mkdir()
+    full = pq.read_table(tiny_sample / "clicks")
+    pq.write_table(full.slice(0, 500), clicks / "a.parquet")
+    pq.write_table(full.slice(500).drop_columns(["query"]), clicks / "b.parquet")  # no query
+    cfg = make_config(tmp_path, tiny_sample / "ads", clicks)
+    m = extract_features.run(cfg, CYCLE)
+    assert m["reconciliation"]["clicks"]["rows_in"] == full.num_rows
+    assert m["outputs"]["ad_queries"]["rows"] > 0  # queries of a.parquet kept
+
+    retyped = full.slice(0, 10).set_column(
+        2, "event_time", pa.array([str(x) for x in full.column("event_time").to_pylist()[:10]]))
+    pq.write_table(retyped, clicks / "c.parquet")
+    with pytest.raises(UserError, match=r"c\.parquet: column event_time is string"):
+        extract_features.run(cfg, CYCLE)
+
+
+def test_a_damaged_gzip_file_is_a_one_line_error(tmp_path, tiny_sample):
+    import gzip
+
+    clicks = tmp_path / "clicks"
+    clicks.mkdir()
+    line = json.dumps({"user_id": "u1", "ad_id": "ad-0000001", "event_time": GOOD_TIME,
+                       "event_type": "click"}) + "\n"
+    blob = gzip.compress((line * 2000).encode())
+    (clicks / "broken.jsonl.gz").write_bytes(blob[: len(blob) // 2])  # truncated upload
+    cfg = make_config(tmp_path, tiny_sample / "ads", clicks)
+    with pytest.raises(UserError, match="damaged") as err:
+        extract_features.run(cfg, CYCLE)
+    assert "\n" not in str(err.value)
+
+
+def test_a_concurrent_run_of_the_same_cycle_is_refused(tmp_path, tiny_sample):
+    import fcntl
+
+    cfg = make_config(tmp_path, tiny_sample / "ads", tiny_sample / "clicks")
+    lock_dir = cfg.lake / "cycles" / CYCLE
+    lock_dir.mkdir(parents=True)
+    with open(lock_dir / ".extract_features.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another run holds the stage
+        with pytest.raises(UserError, match="another run of extract_features"):
+            extract_features.run(cfg, CYCLE)

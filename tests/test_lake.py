@@ -64,3 +64,28 @@ def test_abandon_keeps_the_failed_attempt_and_leaves_the_committed_one(tmp_path)
     failed = bad.abandon(keep=True)
     assert (failed / "quarantine").is_dir()
     assert read_manifest(good.final)["outputs"] == {"ok": True}
+
+
+def test_a_kill_between_the_renames_of_commit_is_recovered(tmp_path):
+    import os
+
+    good = _run(tmp_path, {"a": 1})
+    (good.begin() / "t").mkdir()
+    good.commit({"ok": True})
+    # simulate a kill right after `final -> .old-*`, before `staging -> final`
+    os.replace(good.final, good.final.parent / ".stage.old-deadbeef")
+    (good.final.parent / ".stage.staging-cafebabe").mkdir()
+    retry = _run(tmp_path, {"a": 2})
+    retry.begin()
+    assert read_manifest(good.final)["outputs"] == {"ok": True}  # the old stage is back
+    assert not (good.final.parent / ".stage.staging-cafebabe").exists()
+
+
+def test_exclusive_refuses_a_second_holder(tmp_path):
+    first = _run(tmp_path, {"a": 1})
+    with first.exclusive():
+        with pytest.raises(UserError, match="in progress"):
+            with _run(tmp_path, {"a": 1}).exclusive():
+                pass
+    with _run(tmp_path, {"a": 1}).exclusive():  # released afterwards
+        pass

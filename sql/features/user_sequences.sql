@@ -28,7 +28,7 @@ collapsed as (
 ranked as (
     select
         *,
-        count(*) over (partition by user_id) as n_distinct_runs,
+        count(*) over (partition by user_id) as clicks_after_collapse,
         row_number() over (partition by user_id order by event_time desc, ad_id desc) as recency
     from collapsed
 ),
@@ -46,7 +46,7 @@ final as (
         transform(array_sort(collect_list(struct(event_time, ad_id, item_hash))), x -> x.item_hash)
             as item_hashes,
         count(*) as history_length,
-        max(n_distinct_runs) as clicks_collapsed,
+        max(clicks_after_collapse) as clicks_after_collapse,
         max(event_time) as last_click_at
     from recent
     group by user_id

@@ -33,7 +33,14 @@ typed as (
         lower(trim(try_variant_get(doc, '$.category', 'string'))) as category,
         lower(trim(try_variant_get(doc, '$.status', 'string'))) as status,
         try_variant_get(doc, '$.updated_at', 'string') as updated_at_raw,
-        try_to_timestamp(try_variant_get(doc, '$.updated_at', 'string')) as updated_at
+        try_to_timestamp(try_variant_get(doc, '$.updated_at', 'string')) as updated_at,
+        -- text fields must be JSON strings: numbers, booleans, objects and arrays are not
+        exists(
+            transform(array('$.ad_id', '$.advertiser_id', '$.campaign_id', '$.title', '$.brand',
+                            '$.category', '$.status', '$.updated_at'),
+                      path -> schema_of_variant(variant_get(doc, path))),
+            s -> s not in ('STRING', 'VOID')
+        ) as wrong_type
     from parsed
 ),
 
@@ -48,6 +55,7 @@ checked as (
             case when not utf8_ok then 'invalid_utf8' end,
             case when utf8_ok and doc is null then 'malformed_json' end,
             case when doc is not null and not is_object then 'not_a_json_object' end,
+            case when wrong_type then 'wrong_type' end,
             case when is_object and (ad_id is null or ad_id = '') then 'missing_ad_id' end,
             case when is_object and (advertiser_id is null or advertiser_id = '') then 'missing_advertiser_id' end,
             case when is_object and (campaign_id is null or campaign_id = '') then 'missing_campaign_id' end,
@@ -68,7 +76,7 @@ checked as (
                    or not (advertiser_id rlike '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$') or advertiser_id like '%..%'
                 then 'invalid_id' end,
             case when concat_ws(' ', title, brand, category, campaign_id, array_join(selling_points_raw, ' '))
-                      rlike '[\\x{0000}-\\x{0008}\\x{000B}\\x{000C}\\x{000E}-\\x{001F}\\x{007F}\\x{FFFD}]'
+                      rlike '[\\x{0000}-\\x{001F}\\x{007F}\\x{FFFD}]'  -- titles are one line
                 then 'control_characters' end
         ), r -> r is not null) as reasons
     from typed

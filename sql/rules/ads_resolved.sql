@@ -1,7 +1,9 @@
 -- Valid ad rows -> one current version per ad_id.
--- Reads `ads_classified`. Exact duplicate rows and conflicting versions of an ad_id get a
--- reason here; a conflict is settled by the latest `updated_at`, and a tie at the latest
--- instant quarantines every version of that ad (nobody can tell which is current).
+-- Reads `ads_classified`. An exact copy of a row is a duplicate_row. Of the versions of an
+-- ad_id, the one with the latest `updated_at` is current and older ones are
+-- superseded_ad_version (whether or not their content differs); two different versions at
+-- the same latest instant are conflicting_duplicate_ad_id, and both are quarantined:
+-- nobody can tell which one is current.
 with
 
 valid as (
@@ -31,8 +33,8 @@ exact as (
 versions as (
     select
         *,
-        size(collect_set(content_hash) over (partition by ad_id)) as n_contents,
         max(updated_at) over (partition by ad_id) as latest_update,
+        -- exact copies are gone, so rows sharing an instant differ in content
         count(*) over (partition by ad_id, updated_at) as n_at_instant
     from exact
     where copy_number = 1
@@ -42,8 +44,7 @@ judged as (
     select
         *,
         case
-            when n_contents = 1 then null
-            when updated_at < latest_update then 'conflicting_duplicate_ad_id'
+            when updated_at < latest_update then 'superseded_ad_version'
             when n_at_instant > 1 then 'conflicting_duplicate_ad_id'
         end as conflict
     from versions
@@ -55,11 +56,11 @@ final as (
         category, status, updated_at, content_hash,
         case when conflict is null then array() else array(conflict) end as reasons,
         case
-            when conflict is null then null
-            when updated_at < latest_update
+            when conflict = 'superseded_ad_version'
                 then concat('superseded by the version updated at ', cast(latest_update as string))
-            else concat(cast(n_at_instant as string), ' different versions share updated_at ',
-                        cast(updated_at as string))
+            when conflict is not null
+                then concat(cast(n_at_instant as string), ' different versions share updated_at ',
+                            cast(updated_at as string))
         end as detail
     from judged
     union all
