@@ -170,6 +170,7 @@ class _Timer:
         now = time.time()
         self.steps[name] = round(now - self._t, 2)
         self._t = now
+        log.info("%s: %s done in %.1fs", STAGE, name, self.steps[name])  # progress for long runs
 
 
 def run(cfg: Config, cycle_id: str, force: bool = False) -> dict[str, Any]:
@@ -249,7 +250,7 @@ def _extract(cfg: Config, stage: StageRun, interval_end, files) -> dict[str, Any
         ).persist(mem)
         clicks_classified.where(F.size("reasons") == 0).createOrReplaceTempView("clicks_valid")
 
-        # -- quarantine: every rejected row, with its reason and raw text ----------------------
+        # every rejected row goes to quarantine, with its reason and raw text
         keep = cfg.validation.raw_sample_chars
 
         def rejected(df, table: str, detail=None):
@@ -267,16 +268,20 @@ def _extract(cfg: Config, stage: StageRun, interval_end, files) -> dict[str, Any
                 F.lit(cycle_id).alias("cycle_id"),
             )
 
-        quarantine = (rejected(ads_classified, "ads")
-                      .unionByName(rejected(ads_resolved, "ads", F.col("detail")))
-                      .unionByName(rejected(clicks_classified, "clicks")))
-        quarantine.coalesce(1).write.parquet(str(out / "quarantine"))
-        timer.lap("classify_and_quarantine")
-
         # -- reconciliation: rows_in = accepted + quarantined, per raw table ------------------
+        # (the first action: it fills the caches above with full parallelism)
         ads_reasons, _ = _counts_by(ads_classified, "status")
         ads_conflicts, status_counts = _counts_by(ads_resolved, "status")
         clicks_reasons, type_counts = _counts_by(clicks_classified, "event_type")
+        timer.lap("classify")
+
+        quarantine = (rejected(ads_classified, "ads")
+                      .unionByName(rejected(ads_resolved, "ads", F.col("detail")))
+                      .unionByName(rejected(clicks_classified, "clicks")))
+        # repartition, not coalesce: coalesce(1) would pull the whole classification
+        # (and the cache it fills) into a single task
+        quarantine.repartition(1).write.parquet(str(out / "quarantine"))
+        timer.lap("write_quarantine")
         for k, v in ads_conflicts.items():
             ads_reasons[k] = ads_reasons.get(k, 0) + v
         counts = {

@@ -26,30 +26,37 @@ collapsed as (
 ),
 
 ranked as (
+    -- same partitioning and order as `ordered`: Spark reuses its sort (no second shuffle)
     select
         *,
         count(*) over (partition by user_id) as clicks_after_collapse,
-        row_number() over (partition by user_id order by event_time desc, ad_id desc) as recency
+        row_number() over (partition by user_id order by event_time, ad_id) as position
     from collapsed
 ),
 
 recent as (
-    select * from ranked where recency <= :max_history
+    select * from ranked where position > clicks_after_collapse - :max_history
+),
+
+history as (
+    select
+        user_id,
+        -- array_sort on (event_time, ad_id) structs: oldest first, ties by ad_id
+        array_sort(collect_list(struct(event_time, ad_id, item_hash))) as clicks,
+        max(clicks_after_collapse) as clicks_after_collapse
+    from recent
+    group by user_id
 ),
 
 final as (
     select
         user_id,
-        -- array_sort on (event_time, ad_id) structs: oldest first, ties by ad_id
-        transform(array_sort(collect_list(struct(event_time, ad_id, item_hash))), x -> x.ad_id)
-            as ad_ids,
-        transform(array_sort(collect_list(struct(event_time, ad_id, item_hash))), x -> x.item_hash)
-            as item_hashes,
-        count(*) as history_length,
-        max(clicks_after_collapse) as clicks_after_collapse,
-        max(event_time) as last_click_at
-    from recent
-    group by user_id
+        transform(clicks, x -> x.ad_id) as ad_ids,
+        transform(clicks, x -> x.item_hash) as item_hashes,
+        size(clicks) as history_length,
+        clicks_after_collapse,
+        element_at(clicks, -1).event_time as last_click_at
+    from history
 )
 
 select * from final

@@ -64,6 +64,9 @@ def main() -> None:
     ap.add_argument("--events-per-user", type=float, default=10.0)
     ap.add_argument("--out", type=Path, default=ROOT / "var" / "bench")
     ap.add_argument("--driver-memory", default="4g")
+    ap.add_argument("--big-sample-events-per-user", type=float, default=50.0,
+                    help="also time sample-data alone at this many events per user "
+                         "(1M users x 50 = the 50M-event streaming check); 0 to skip")
     args = ap.parse_args()
 
     sample = args.out / f"sample-{args.users}u-{args.ads}a-{args.events_per_user:g}e"
@@ -88,6 +91,17 @@ def main() -> None:
         "--set", "spark.shuffle_partitions=16"])
     print(f"  {results['extract_features']}", flush=True)
 
+    if args.big_sample_events_per_user:
+        big = args.out / "sample-big"
+        print(f"sample data, {args.big_sample_events_per_user:g} events per user -> {big}",
+              flush=True)
+        results["sample_data_big"] = measure([
+            CLI, "sample-data", "--out", str(big), "--users", str(args.users),
+            "--ads", str(args.ads), "--events-per-user", str(args.big_sample_events_per_user),
+            "--force"])
+        results["events_big"] = json.loads((big / "_SAMPLE.json").read_text())["events"]
+        print(f"  {results['events_big']:,} events: {results['sample_data_big']}", flush=True)
+
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "features.json").write_text(json.dumps(results, indent=2))
     s, e = results["sample_data"], results["extract_features"]
@@ -97,6 +111,13 @@ def main() -> None:
     scale = f"{args.users:,} users / {args.ads:,} ads / {results['events']:,} events"
     print(f"| sample-data | {scale} | {s['seconds']:.0f} s | {s['peak_rss_gb']:.2f} GB |")
     print(f"| extract_features | {scale} | {e['seconds']:.0f} s | {e['peak_rss_gb']:.2f} GB |")
+    if "sample_data_big" in results:
+        b = results["sample_data_big"]
+        big_scale = f"{args.users:,} users / {args.ads:,} ads / {results['events_big']:,} events"
+        print(f"| sample-data | {big_scale} | {b['seconds']:.0f} s | {b['peak_rss_gb']:.2f} GB |")
+    timings = json.loads((args.out / "lake" / "cycles" / "20261101T000000Z" / "extract_features"
+                          / "_SUCCESS").read_text()).get("timings_s", {})
+    print("\nextract_features steps (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
 
 
 if __name__ == "__main__":
