@@ -179,7 +179,8 @@ def _bad_input(tmp: Path) -> tuple[Path, Path, dict, dict]:
         click(user_id="u-f", event_time="2031-01-01T00:00:00Z"): "future_timestamp",
         click(user_id="u-e", event_type="hover"): "invalid_event_type",
         click(user_id="u-q", query="boots\u0000drop table"): "control_characters",
-        click(user_id=12345): "wrong_type",
+        click(user_id={"id": 12345}): "wrong_type",
+        click(user_id="u-list", query=["boots", "cheap"]): "wrong_type",
         json.dumps({"ad_id": good_ad, "event_time": GOOD_TIME, "event_type": "click"}):
             "missing_user_id",
         "{not json at all": "malformed_json",

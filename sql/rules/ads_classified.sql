@@ -33,14 +33,7 @@ typed as (
         lower(trim(try_variant_get(doc, '$.category', 'string'))) as category,
         lower(trim(try_variant_get(doc, '$.status', 'string'))) as status,
         try_variant_get(doc, '$.updated_at', 'string') as updated_at_raw,
-        try_to_timestamp(try_variant_get(doc, '$.updated_at', 'string')) as updated_at,
-        -- text fields must be JSON strings: numbers, booleans, objects and arrays are not
-        exists(
-            transform(array('$.ad_id', '$.advertiser_id', '$.campaign_id', '$.title', '$.brand',
-                            '$.category', '$.status', '$.updated_at'),
-                      path -> schema_of_variant(variant_get(doc, path))),
-            s -> s not in ('STRING', 'VOID')
-        ) as wrong_type
+        try_to_timestamp(try_variant_get(doc, '$.updated_at', 'string')) as updated_at
     from parsed
 ),
 
@@ -55,7 +48,15 @@ checked as (
             case when not utf8_ok then 'invalid_utf8' end,
             case when utf8_ok and doc is null then 'malformed_json' end,
             case when doc is not null and not is_object then 'not_a_json_object' end,
-            case when wrong_type then 'wrong_type' end,
+            -- an object or array where text belongs (it would read as JSON text; scalars
+            -- such as numbers read as their text); the cheap prefix test guards the exact one
+            case when exists(array(ad_id, advertiser_id, campaign_id, title, brand, category, status, updated_at_raw), s -> left(s, 1) in ('{', '['))
+                then case when exists(
+                    transform(array('$.ad_id', '$.advertiser_id', '$.campaign_id', '$.title', '$.brand', '$.category', '$.status', '$.updated_at'),
+                              path -> try_variant_get(doc, path, 'map<string, variant>') is not null
+                                      or try_variant_get(doc, path, 'array<variant>') is not null),
+                    composite -> composite) then 'wrong_type' end
+            end,
             case when is_object and (ad_id is null or ad_id = '') then 'missing_ad_id' end,
             case when is_object and (advertiser_id is null or advertiser_id = '') then 'missing_advertiser_id' end,
             case when is_object and (campaign_id is null or campaign_id = '') then 'missing_campaign_id' end,

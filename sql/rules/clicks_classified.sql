@@ -30,12 +30,7 @@ typed as (
         try_to_timestamp(try_variant_get(doc, '$.event_time', 'string')) as event_time,
         lower(trim(try_variant_get(doc, '$.event_type', 'string'))) as event_type,
         nullif(trim(regexp_replace(try_variant_get(doc, '$.query', 'string'), '\\s+', ' ')), '')
-            as query,
-        exists(
-            transform(array('$.user_id', '$.ad_id', '$.event_time', '$.event_type', '$.query'),
-                      path -> schema_of_variant(variant_get(doc, path))),
-            s -> s not in ('STRING', 'VOID')
-        ) as wrong_type
+            as query
     from parsed
 ),
 
@@ -47,7 +42,15 @@ checked as (
             case when not utf8_ok then 'invalid_utf8' end,
             case when utf8_ok and doc is null then 'malformed_json' end,
             case when doc is not null and not is_object then 'not_a_json_object' end,
-            case when wrong_type then 'wrong_type' end,
+            -- an object or array where text belongs (it would read as JSON text; scalars
+            -- such as numbers read as their text); the cheap prefix test guards the exact one
+            case when exists(array(user_id, t.ad_id, event_time_raw, event_type, query), s -> left(s, 1) in ('{', '['))
+                then case when exists(
+                    transform(array('$.user_id', '$.ad_id', '$.event_time', '$.event_type', '$.query'),
+                              path -> try_variant_get(doc, path, 'map<string, variant>') is not null
+                                      or try_variant_get(doc, path, 'array<variant>') is not null),
+                    composite -> composite) then 'wrong_type' end
+            end,
             case when is_object and (user_id is null or user_id = '') then 'missing_user_id' end,
             case when is_object and (t.ad_id is null or t.ad_id = '') then 'missing_ad_id' end,
             case when is_object and event_time_raw is null then 'missing_event_time' end,
