@@ -3,11 +3,13 @@
 Kept apart from `dags/` so the DAG files only wire tasks, and cheap to import (no
 pyspark/torch at module level). Bad data and bad config raise `AirflowFailException`
 with the one-line message: a retry cannot fix them, and on-call reads the reason first.
+Every task returns a pointer (paths and counts), never a table.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,9 +25,8 @@ def _fail_fast(exc: UserError):
     return AirflowFailException(str(exc))
 
 
-def extract_features_task(data_interval_end: datetime, force: bool = False) -> dict[str, Any]:
-    """Run stage 1 for the cycle of this data interval; return a pointer, not a payload."""
-    from jobs import extract_features
+def _cycle_call(data_interval_end: datetime | None, fn: Callable[..., dict], **kwargs) -> dict:
+    """Resolve config and cycle id, run `fn(cfg, cycle_id, **kwargs)`, map bad input."""
     from jobs.config import load_config
     from jobs.lake import cycle_id_for
 
@@ -33,15 +34,65 @@ def extract_features_task(data_interval_end: datetime, force: bool = False) -> d
         if data_interval_end is None:
             raise UserError("this run has no data interval; trigger it with a logical date")
         cycle_id = cycle_id_for(data_interval_end)
-        manifest = extract_features.run(load_config(), cycle_id, force=force)
+        return {"cycle_id": cycle_id, **fn(load_config(), cycle_id, **kwargs)}
     except UserError as exc:
         raise _fail_fast(exc) from None
-    stage_path = manifest["path"]
-    log.info("extract_features %s: %s (%s)", "skipped" if manifest["skipped"] else "done",
-             stage_path, {k: v["rows"] for k, v in manifest["outputs"].items()})
-    return {
-        "cycle_id": cycle_id,
-        "stage_path": stage_path,
-        "skipped": manifest["skipped"],
-        "rows": {k: v["rows"] for k, v in manifest["outputs"].items()},
-    }
+
+
+def _pointer(stage: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    rows = {k: v["rows"] for k, v in manifest["outputs"].items()}
+    log.info("%s %s: %s %s", stage, "skipped (up to date)" if manifest["skipped"] else "done",
+             manifest["path"], rows)
+    return {"stage_path": manifest["path"], "skipped": manifest["skipped"], "rows": rows}
+
+
+def extract_features_task(data_interval_end: datetime | None, force: bool = False) -> dict:
+    from jobs import extract_features
+
+    return _cycle_call(data_interval_end, lambda cfg, cid: _pointer(
+        "extract_features", extract_features.run(cfg, cid, force=force)))
+
+
+def embed_items_task(data_interval_end: datetime | None) -> dict:
+    from jobs import embed_items
+
+    return _cycle_call(data_interval_end, lambda cfg, cid: _pointer(
+        "embed_items", embed_items.run(cfg, cid, progress=False)))
+
+
+def ensure_hllm_task(data_interval_end: datetime | None) -> dict:
+    """The HLLM version the cycle uses; on a machine without one, train the default on
+    this cycle's features (the training DAG trains and promotes models in production)."""
+    from jobs.hllm_models import artifact_version, current_artifact
+
+    def ensure(cfg, cycle_id):
+        artifact = current_artifact(cfg)
+        if artifact is None:
+            from jobs.train_hllm import train
+
+            log.warning("no trained HLLM in %s: training the default on cycle %s",
+                        cfg.hllm.model_dir, cycle_id)
+            artifact = train(cfg, cycle_id, progress=False)
+        return {"model_version": artifact_version(artifact), "path": str(artifact)}
+
+    return _cycle_call(data_interval_end, ensure)
+
+
+def plan_user_shards_task() -> list[int]:
+    from jobs.config import load_config
+
+    return list(range(load_config().hllm.embed.user_shards))
+
+
+def embed_users_shard_task(data_interval_end: datetime | None, shard: int) -> dict:
+    from jobs import embed_users
+
+    return _cycle_call(data_interval_end, lambda cfg, cid: {
+        "shard": shard, **embed_users.run_shard(cfg, cid, shard, progress=False)})
+
+
+def embed_users_commit_task(data_interval_end: datetime | None) -> dict:
+    from jobs import embed_users
+
+    return _cycle_call(data_interval_end, lambda cfg, cid: _pointer(
+        "embed_users", embed_users.commit(cfg, cid)))

@@ -92,6 +92,105 @@ def extract_features(
         typer.echo(f"  {name:<16} {out['rows']:>10,} rows")
 
 
+@app.command("embed-items")
+@friendly
+def embed_items_cmd(
+    cycle_id: Annotated[str, typer.Option(help="Cycle id, YYYYMMDDTHHMMSSZ.")],
+    force: Annotated[bool, typer.Option(help="Re-run even when the stage is up to date.")]
+    = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Stage 2: Item LLM embeddings of the cycle's items (cached per model and text)."""
+    from jobs import embed_items
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    m = embed_items.run(load_config(config, set_), cycle_id, force=force)
+    typer.echo(f"embed_items {'skipped (up to date)' if m['skipped'] else 'done'}: {m['path']} "
+               f"({m['outputs']['item_embeddings']['rows']:,} items, {m['from_cache']:,} from "
+               f"cache, {m['embedded']:,} embedded, {m['outputs']['rejected']['rows']:,} rejected)")
+
+
+@app.command("embed-users")
+@friendly
+def embed_users_cmd(
+    cycle_id: Annotated[str, typer.Option(help="Cycle id, YYYYMMDDTHHMMSSZ.")],
+    shard: Annotated[int | None, typer.Option(help="Run one shard only (no commit).")] = None,
+    force: Annotated[bool, typer.Option(help="Re-run shards that are already done.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Stage 3: User LLM embeddings of every user, in shards, then one commit."""
+    from jobs import embed_users
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    cfg = load_config(config, set_)
+    if shard is not None:
+        counts = embed_users.run_shard(cfg, cycle_id, shard, force=force)
+        typer.echo(f"embed_users shard {shard}: {counts}")
+        return
+    m = embed_users.run(cfg, cycle_id, force=force)
+    typer.echo(f"embed_users {'skipped (up to date)' if m['skipped'] else 'done'}: {m['path']} "
+               f"{m['counts']}")
+
+
+train_app = typer.Typer(help="Train models.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate models.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+
+
+@train_app.command("hllm")
+@friendly
+def train_hllm_cmd(
+    cycle_id: Annotated[str, typer.Option(help="Train on this cycle's extract_features output.")],
+    out: Annotated[Path | None, typer.Option(help="Artifact directory (default: by version).")]
+    = None,
+    resume: Annotated[bool, typer.Option(help="Resume a killed run from its checkpoint.")]
+    = True,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train the User LLM and the Item-User Predictor (Item LLM frozen by default)."""
+    from jobs.train_hllm import train
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    path = train(load_config(config, set_), cycle_id, out_dir=out, resume=resume)
+    metrics = json.loads((path / "hllm.json").read_text())["metrics"]
+    typer.echo(f"HLLM artifact: {path}\n{json.dumps(metrics, indent=2)}")
+
+
+@eval_app.command("hllm")
+@friendly
+def eval_hllm_cmd(
+    cycle_id: Annotated[str, typer.Option(help="Evaluate on this cycle's features.")],
+    model: Annotated[Path | None, typer.Option(help="HLLM artifact (default: CURRENT).")]
+    = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Recall@10 / NDCG@10 on a last-click hold-out vs popularity and item-kNN; AUC."""
+    import torch
+
+    from jobs.embed_items import embed_items
+    from jobs.eval_hllm import evaluate
+    from jobs.hllm_data import load_histories
+    from jobs.hllm_models import require_artifact
+    from jobs.train_hllm import features_for
+    from models.predictor import ItemUserPredictor
+    from models.user_llm import UserLLM
+
+    cfg = load_config(config, set_)
+    artifact = model or require_artifact(cfg)
+    features = features_for(cfg, cycle_id)
+    emb = embed_items(cfg, Path(features["outputs"]["items"]["path"]), artifact)
+    data = load_histories(Path(features["outputs"]["user_sequences"]["path"]), emb["hashes"],
+                          torch.from_numpy(emb["vectors"]))
+    metrics = evaluate(UserLLM.load(artifact / "user_llm"),
+                       ItemUserPredictor.load(artifact / "predictor"), data, cfg)
+    typer.echo(json.dumps({"model": str(artifact), **metrics}, indent=2))
+
+
 @app.command("run-cycle")
 @friendly
 def run_cycle(

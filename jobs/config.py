@@ -72,6 +72,56 @@ class Validation(_Section):
     raw_sample_chars: int = Field(2000, gt=0)
 
 
+class ItemLLMSettings(_Section):
+    base_model: str = "packaged:all-minilm-l6-v2"  # or a local HF model directory
+    max_tokens: int = Field(64, gt=2)
+    train_encoder: bool = False
+
+
+class UserLLMSettings(_Section):
+    hidden_size: int = Field(128, gt=0)
+    num_layers: int = Field(2, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(384, gt=0)
+    max_history: int = Field(50, gt=1)
+    base_model: str | None = None
+
+
+class PredictorSettings(_Section):
+    depth: int = Field(2, gt=0)
+    width: int = Field(512, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class TrainSettings(_Section):
+    epochs: int = Field(8, gt=0)
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    negatives: int = Field(256, gt=0)  # sampled negatives for the next-item loss
+    temperature: float = Field(0.07, gt=0)
+    cls_weight: float = Field(1.0, ge=0)  # weight of the click-classification loss
+    seed: int = 7
+    checkpoint_every: int = Field(100, gt=0)  # optimizer steps
+
+
+class EmbedSettings(_Section):
+    item_batch_size: int = Field(128, gt=0)
+    user_batch_size: int = Field(512, gt=0)
+    user_shards: int = Field(4, gt=0, le=256)  # mapped Airflow tasks for embed_users
+
+
+class HLLM(_Section):
+    model_dir: Path = Path("var/models/hllm")
+    cache_dir: Path = Path("var/cache/item_embeddings")
+    item_llm: ItemLLMSettings = ItemLLMSettings()
+    user_llm: UserLLMSettings = UserLLMSettings()
+    predictor: PredictorSettings = PredictorSettings()
+    train: TrainSettings = TrainSettings()
+    embed: EmbedSettings = EmbedSettings()
+    device: str = "auto"  # auto: cuda when present, else cpu
+
+
 class Airflow(_Section):
     home: Path = Path("var/airflow")
 
@@ -83,6 +133,7 @@ class Config(_Section):
     spark: Spark = Spark()
     features: Features = Features()
     validation: Validation = Validation()
+    hllm: HLLM = HLLM()
     airflow: Airflow = Airflow()
 
     def section_hash(self, *sections: str) -> str:
@@ -144,6 +195,8 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     cfg.inputs.ads = res(cfg.inputs.ads)
     cfg.inputs.clicks = res(cfg.inputs.clicks)
     cfg.airflow.home = res(cfg.airflow.home)
+    cfg.hllm.model_dir = res(cfg.hllm.model_dir)
+    cfg.hllm.cache_dir = res(cfg.hllm.cache_dir)
     return cfg
 
 

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -244,10 +245,12 @@ def _extract(cfg: Config, stage: StageRun, interval_end, files) -> dict[str, Any
 
         _raw_lines(spark, "clicks", clicks_json, clicks_parquet).createOrReplaceTempView(
             "raw_clicks_lines")
-        clicks_classified = _sql(
-            spark, "rules/clicks_classified.sql", max_query_chars=f.max_query_chars,
-            interval_end=interval_end,
-        ).persist(mem)
+        # Clicks are many: classify them once into Parquet in the staging folder and read
+        # that back (column pruning, no reliance on a cache that may not fit in memory).
+        work = out / "_work"
+        _sql(spark, "rules/clicks_classified.sql", max_query_chars=f.max_query_chars,
+             interval_end=interval_end).write.parquet(str(work / "clicks_classified"))
+        clicks_classified = spark.read.parquet(str(work / "clicks_classified"))
         clicks_classified.where(F.size("reasons") == 0).createOrReplaceTempView("clicks_valid")
 
         # every rejected row goes to quarantine, with its reason and raw text
@@ -342,6 +345,7 @@ def _extract(cfg: Config, stage: StageRun, interval_end, files) -> dict[str, Any
         if feature_failures:
             kept = stage.abandon(keep=True)
             raise_if_failed(STAGE, [], feature_failures, f"the rejected outputs in {kept}")
+        shutil.rmtree(work)
 
         return stage.commit(outputs, extra={
             "reconciliation": counts,

@@ -23,7 +23,7 @@ from jobs.sample_data import SampleSpec, generate
 
 DAG_ID = "creative_factory_cycle"
 CYCLE_HOURS = 5
-STAGES = ["extract_features"]
+STAGES = ["extract_features", "embed_items", "embed_users"]
 
 
 def latest_boundary(now: datetime | None = None) -> datetime:
@@ -133,7 +133,7 @@ def run(cfg: Config, overrides: list[str], config_path: str | None,
             rec = {t: {k: c[k] for k in ("rows_in", "accepted", "quarantined")}
                    for t, c in m["reconciliation"].items()}
             print(f"      reconciliation   {json.dumps(rec)}")
-    print("  later stages (embeddings, clustering, generation, library, report) are not built yet")
+    print("  later stages (clustering, matching, generation, library, report) are not built yet")
     for message in errors:
         print(f"\nerror: {message}")
     return 0 if ok else 1

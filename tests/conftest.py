@@ -55,3 +55,21 @@ def write_jsonl(path: Path, rows: list) -> Path:
                 row = row.encode("utf-8")
             f.write(row + b"\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cycle(tmp_path_factory, tiny_sample):
+    """extract_features on the tiny sample, once per test session: (config, manifest).
+    HLLM settings are shrunk so training takes seconds."""
+    from jobs import extract_features
+
+    tmp = tmp_path_factory.mktemp("cycle")
+    cfg = make_config(
+        tmp, tiny_sample / "ads", tiny_sample / "clicks",
+        f"hllm.model_dir={tmp / 'models'}", f"hllm.cache_dir={tmp / 'cache'}",
+        "hllm.train.epochs=2", "hllm.train.batch_size=16", "hllm.train.negatives=32",
+        "hllm.user_llm.hidden_size=32", "hllm.user_llm.intermediate_size=64",
+        "hllm.user_llm.num_heads=2", "hllm.user_llm.max_history=20",
+        "hllm.predictor.width=64", "hllm.embed.user_shards=3", "hllm.embed.user_batch_size=16",
+    )
+    return cfg, extract_features.run(cfg, CYCLE)

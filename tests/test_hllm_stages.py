@@ -1,0 +1,140 @@
+"""HLLM on the tiny sample: training (and resume), evaluation, embed_items cache, embed_users."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import embed_items, embed_users, train_hllm
+from jobs.errors import UserError
+from jobs.hllm_models import CURRENT, current_artifact
+from tests.conftest import CYCLE
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_cycle):
+    cfg, _ = tiny_cycle
+    return cfg, train_hllm.train(cfg, CYCLE, progress=False)
+
+
+def test_training_writes_a_complete_versioned_artifact(trained):
+    cfg, path = trained
+    meta = json.loads((path / "hllm.json").read_text())
+    assert path.name == meta["version"] and meta["version"].startswith("hllm-")
+    for part in ("user_llm/model.safetensors", "user_llm/user_llm.json",
+                 "predictor/model.safetensors", "predictor/predictor.json", "item_llm.json"):
+        assert (path / part).is_file(), part
+    assert meta["training_data_hash"] and meta["seed"] == cfg.hllm.train.seed
+    assert (cfg.hllm.model_dir / CURRENT).read_text().strip() == path.name
+    assert current_artifact(cfg) == path
+    first, last = meta["loss_history"][0], meta["loss_history"][-1]
+    assert last["loss"] < first["loss"]  # training moved
+    m = meta["metrics"]
+    for key in ("user_llm", "popularity", "item_knn"):
+        assert 0 <= m[key]["recall@10"] <= 1 and 0 <= m[key]["ndcg@10"] <= m[key]["recall@10"]
+    assert 0 <= m["predictor_auc"] <= 1
+
+
+def test_training_is_deterministic_per_seed(trained, tmp_path):
+    cfg, path = trained
+    again = train_hllm.train(cfg, CYCLE, out_dir=tmp_path / "again", progress=False)
+    a = json.loads((path / "hllm.json").read_text())
+    b = json.loads((again / "hllm.json").read_text())
+    assert a["version"] == b["version"]  # same data, seed and config: same weights
+
+
+def test_a_killed_training_resumes_from_its_checkpoint(tiny_cycle, tmp_path, monkeypatch):
+    cfg, _ = tiny_cycle
+    cfg = cfg.model_copy(deep=True)
+    cfg.hllm.model_dir = tmp_path / "models"
+    cfg.hllm.train.checkpoint_every = 2
+    real = train_hllm.batch_losses
+    calls = {"n": 0}
+
+    def dies_at_step_5(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_hllm, "batch_losses", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_hllm.train(cfg, CYCLE, progress=False)
+    ckpts = list(cfg.hllm.model_dir.glob(".training-*/checkpoint.pt"))
+    assert len(ckpts) == 1
+    monkeypatch.setattr(train_hllm, "batch_losses", real)
+    resumed = train_hllm.train(cfg, CYCLE, progress=False)
+    uninterrupted = train_hllm.train(cfg, CYCLE, out_dir=tmp_path / "straight", resume=False,
+                                     progress=False)
+    meta = json.loads((resumed / "hllm.json").read_text())
+    straight = json.loads((uninterrupted / "hllm.json").read_text())
+    assert meta["steps"] == straight["steps"]
+    assert meta["version"] == straight["version"]  # bit-identical weights after the resume
+    assert not list(cfg.hllm.model_dir.glob(".training-*"))  # work dir cleaned up
+
+
+def test_embed_items_uses_the_cache(trained):
+    cfg, _ = trained
+    first = embed_items.run(cfg, CYCLE, force=True, progress=False)
+    assert first["embedded"] == 0  # training already embedded every item through the cache
+    assert first["from_cache"] == first["outputs"]["item_embeddings"]["rows"] + \
+        first["outputs"]["rejected"]["rows"]
+    table = pq.read_table(first["outputs"]["item_embeddings"]["path"])
+    emb = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+    assert emb.shape[1] == 384 and np.isfinite(emb).all()
+    assert set(table.column("item_model_version").to_pylist()) == {first["item_model_version"]}
+    assert embed_items.run(cfg, CYCLE, progress=False)["skipped"] is True
+
+
+def test_embed_items_only_embeds_new_texts(trained, tmp_path):
+    import pyarrow as pa
+
+    cfg, _ = trained
+    items = tmp_path / "items.parquet"
+    pq.write_table(pa.table({"item_hash": ["0123456789abcdef", "fedcba9876543210"],
+                             "item_text": ["Brand New Gadget | Nuvix | electronics", "   "]}),
+                   items)
+    result = embed_items.embed_items(cfg, items, progress=False)
+    assert result["embedded"] == 2
+    assert result["rejected"] == [("fedcba9876543210", "empty_text")]
+    again = embed_items.embed_items(cfg, items, progress=False)
+    assert again["embedded"] == 0 and again["from_cache"] == 2
+
+
+def test_embed_users_in_shards(trained):
+    cfg, _ = trained
+    embed_items.run(cfg, CYCLE, progress=False)
+    shard0 = embed_users.run_shard(cfg, CYCLE, 0, progress=False)
+    assert embed_users.run_shard(cfg, CYCLE, 0, progress=False)["skipped"] is True
+    with pytest.raises(UserError, match="shards \\[1, 2\\] have not run"):
+        embed_users.commit(cfg, CYCLE)
+    m = embed_users.run(cfg, CYCLE, progress=False)
+    counts = m["counts"]
+    seqs = pq.read_table(Path(m["path"]).parent / "extract_features" / "user_sequences")
+    assert counts["users"] == seqs.num_rows
+    assert counts["embedded"] + counts["skipped_empty_history"] + \
+        counts["rejected_non_finite"] == counts["users"]
+    assert shard0["users"] < counts["users"]  # shards split the users
+    out = pq.read_table(m["path"])
+    assert out.num_rows == counts["embedded"] == m["outputs"]["user_embeddings"]["rows"]
+    assert len(set(out.column("user_id").to_pylist())) == out.num_rows
+    emb = np.stack(out.column("embedding").to_numpy(zero_copy_only=False))
+    assert emb.shape[1] == 384 and np.isfinite(emb).all()
+    assert max(out.column("history_used").to_pylist()) <= cfg.hllm.user_llm.max_history
+    assert counts["truncated_histories"] > 0
+    assert embed_users.commit(cfg, CYCLE)["skipped"] is True
+
+
+def test_embed_users_needs_a_trained_model(tiny_cycle, tmp_path):
+    cfg, _ = tiny_cycle
+    cfg = cfg.model_copy(deep=True)
+    cfg.hllm.model_dir = tmp_path / "none"
+    embed_items.run(cfg, CYCLE, progress=False)
+    with pytest.raises(UserError, match="no trained HLLM"):
+        embed_users.run_shard(cfg, CYCLE, 0, progress=False)
