@@ -32,7 +32,7 @@ def load_item_embeddings(path: Path) -> tuple[list[str], torch.Tensor]:
     hashes = table.column("item_hash").to_pylist()
     flat = table.column("embedding").combine_chunks()
     dim = len(flat[0]) if len(flat) else 0
-    values = np.asarray(flat.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+    values = np.array(flat.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
     return hashes, torch.from_numpy(values.reshape(len(hashes), dim))
 
 

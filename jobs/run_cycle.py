@@ -88,8 +88,7 @@ def _airflow(args: list[str], env: dict[str, str], log_file: Path,
 
 def _worth_showing(line: str) -> bool:
     """The few Airflow log lines a person running `make run` wants to see live."""
-    keys = ("committed:", "is up to date", "failed validation", "AirflowFailException",
-            "DagRun Finished", "[error")
+    keys = ("[jobs.", "failed validation", "AirflowFailException", "DagRun Finished", "[error")
     return any(k in line for k in keys)
 
 

@@ -133,6 +133,7 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
     trainable = [i for i, h in enumerate(data.histories) if len(h) >= 2]
     if not trainable:
         raise UserError("no user has 3+ clicks on embedded items: nothing to train on")
+    seed_everything(t.seed)  # again: embedding items (or not, when cached) used the RNG
     user, predictor = build_models(cfg, items.shape[1])
     params = list(user.parameters()) + list(predictor.parameters())
     optim = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)

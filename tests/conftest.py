@@ -17,6 +17,17 @@ TINY = SampleSpec(users=80, ads=40, seed=11, events_per_user=30)
 CYCLE = "20261101T000000Z"  # the sample's clicks end at 2026-11-01T00:00:00Z
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_spark_at_exit():
+    """Stop the shared Spark session before the interpreter tears logging down."""
+    yield
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+
+
 @pytest.fixture(scope="session")
 def tiny_sample(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sample") / "tiny"

@@ -25,6 +25,8 @@ def overlay(tmp: Path, ads: Path, clicks: Path) -> Path:
         "inputs": {"ads": str(ads), "clicks": str(clicks)},
         "airflow": {"home": str(tmp / "airflow")},
         "spark": {"master": "local[2]", "shuffle_partitions": 2},
+        "hllm": {"model_dir": str(tmp / "models"), "cache_dir": str(tmp / "cache"),
+                 "train": {"epochs": 2}},
     }))
     return cfg
 
@@ -44,6 +46,11 @@ def test_cycle_through_airflow_then_rerun_skips(tmp_path, tiny_sample):
     assert str(stage) in first.stdout and "ran in" in first.stdout
     assert "user_sequences" in first.stdout
     assert (tmp_path / "airflow" / "airflow.db").is_file()  # SQLite metadata where configured
+    cycle = stage.parent
+    users = read_manifest(cycle / "embed_users")
+    assert read_manifest(cycle / "embed_items")["outputs"]["item_embeddings"]["rows"] > 0
+    assert users["shards"] == 4 and users["counts"]["embedded"] > 0  # four mapped shard tasks
+    assert (tmp_path / "models" / "CURRENT").is_file()  # default HLLM trained on first run
 
     second = run_cycle(cfg)
     assert second.returncode == 0, second.stdout[-3000:]
