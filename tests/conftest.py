@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from jobs.config import load_config
 from jobs.sample_data import SampleSpec, generate
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# py4j logs from __del__ at interpreter exit, after logging's streams are closed
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 TINY = SampleSpec(users=80, ads=40, seed=11, events_per_user=30)
 CYCLE = "20261101T000000Z"  # the sample's clicks end at 2026-11-01T00:00:00Z
