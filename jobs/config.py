@@ -97,6 +97,7 @@ class TrainSettings(_Section):
     epochs: int = Field(8, gt=0)
     batch_size: int = Field(64, gt=0)
     lr: float = Field(1e-3, gt=0)
+    item_lr: float = Field(2e-5, gt=0)  # Item LLM learning rate when hllm.item_llm.train_encoder
     weight_decay: float = Field(0.01, ge=0)
     negatives: int = Field(256, gt=0)  # sampled negatives for the next-item loss
     temperature: float = Field(0.07, gt=0)

@@ -22,6 +22,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from jobs.config import Config
+from jobs.embed_items import device_for
 from jobs.errors import UserError
 from jobs.hllm_data import HistoryData, load_histories
-from jobs.hllm_models import CURRENT, item_model_version
+from jobs.hllm_models import CURRENT, load_item_llm
 from jobs.lake import read_manifest, stage_dir
 from models.predictor import ItemUserPredictor, PredictorConfig
 from models.user_llm import UserLLM, UserLLMConfig, left_pad
@@ -63,46 +65,66 @@ def build_models(cfg: Config, item_dim: int) -> tuple[UserLLM, ItemUserPredictor
 def info_nce(pred: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor,
              temperature: float, target_idx: torch.Tensor, neg_idx: torch.Tensor) -> torch.Tensor:
     """pred, target (N, d); negatives (K, d). A negative equal to the target is masked."""
-    pred, target, negatives = (F.normalize(x, dim=-1) for x in (pred, target, negatives))
+    pred, target, negatives = (F.normalize(x.float(), dim=-1) for x in (pred, target, negatives))
     pos = (pred * target).sum(-1, keepdim=True)  # (N, 1)
     neg = pred @ negatives.T  # (N, K)
-    neg = neg.masked_fill(target_idx[:, None] == neg_idx[None, :], float("-inf"))
+    same = (target_idx[:, None] == neg_idx[None, :]).to(neg.device)
+    neg = neg.masked_fill(same, float("-inf"))
     logits = torch.cat([pos, neg], dim=1) / temperature
-    return F.cross_entropy(logits, torch.zeros(len(pred), dtype=torch.long))
+    return F.cross_entropy(logits, torch.zeros(len(pred), dtype=torch.long, device=pred.device))
 
 
 def batch_losses(user: UserLLM, predictor: ItemUserPredictor, data: HistoryData,
-                 users_idx: np.ndarray, cfg: Config, gen: torch.Generator) -> dict[str, torch.Tensor]:
+                 users_idx: np.ndarray, cfg: Config, gen: torch.Generator,
+                 item_table: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 device: str = "cpu") -> dict[str, torch.Tensor]:
     """Losses on a batch of users. Each user's training sequence is their history; the
-    last history item is the [USER] target (the held-out click is never used)."""
+    last history item is the [USER] target (the held-out click is never used).
+    `item_table(indices)` gives the embeddings of those items: cached rows when the Item
+    LLM is frozen, a forward pass of the Item LLM (with gradients) when it is trained."""
     t = cfg.hllm.train
-    items = data.items
-    seqs = [data.histories[i] for i in users_idx]
+    max_history = cfg.hllm.user_llm.max_history
+    n_items = len(data.items)
+    seqs = [data.histories[i][-(max_history + 1):] for i in users_idx]  # what the model sees
+    neg_idx = torch.randint(0, n_items, (t.negatives,), generator=gen)
+    random_items = torch.randint(0, n_items, (len(seqs),), generator=gen)
+
+    # Embed each item the batch touches once, then index into that compact table.
+    needed = torch.unique(torch.cat([torch.as_tensor(np.concatenate(seqs)), neg_idx,
+                                     random_items]))
+    table = (item_table or (lambda idx: data.items[idx]))(needed).to(device)  # (U, d)
+    slot = torch.full((n_items,), -1, dtype=torch.long)
+    slot[needed] = torch.arange(len(needed))
+
+    def emb(idx: torch.Tensor) -> torch.Tensor:
+        return table[slot[idx].to(device)]
+
     inputs = [torch.as_tensor(s[:-1]) for s in seqs]  # (n_i - 1,)
     nexts = [torch.as_tensor(s[1:]) for s in seqs]  # item after each input
-    x, mask = left_pad([items[s] for s in inputs], cfg.hllm.user_llm.max_history)
-    nxt, _ = left_pad([n[:, None].float() for n in nexts], cfg.hllm.user_llm.max_history)
+    x, mask = left_pad([emb(s) for s in inputs], max_history)
+    nxt, _ = left_pad([n[:, None].float() for n in nexts], max_history)
     nxt = nxt[..., 0].long()  # (B, T): index of the next item per position
+    x, mask = x.to(device), mask.to(device)
     states, users = user(x, mask)  # (B, T, d), (B, d)
 
-    neg_idx = torch.randint(0, len(items), (t.negatives,), generator=gen)
-    valid = mask.bool()
-    next_loss = info_nce(states[valid], items[nxt[valid]], items[neg_idx], t.temperature,
+    valid = mask.bool().cpu()
+    next_loss = info_nce(states[valid.to(device)], emb(nxt[valid]), emb(neg_idx), t.temperature,
                          nxt[valid], neg_idx)
     last = torch.as_tensor([int(s[-1]) for s in seqs])  # the [USER] state's target
-    user_loss = info_nce(users, items[last], items[neg_idx], t.temperature, last, neg_idx)
+    user_loss = info_nce(users, emb(last), emb(neg_idx), t.temperature, last, neg_idx)
 
-    random_items = torch.randint(0, len(items), (len(seqs),), generator=gen)
-    logits = torch.cat([predictor(users, items[last]), predictor(users, items[random_items])])
-    labels = torch.cat([torch.ones(len(seqs)), (random_items == last).float()])
-    cls_loss = F.binary_cross_entropy_with_logits(logits, labels)
+    logits = torch.cat([predictor(users, emb(last)), predictor(users, emb(random_items))])
+    labels = torch.cat([torch.ones(len(seqs)), (random_items == last).float()]).to(device)
+    cls_loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
     total = next_loss + user_loss + t.cls_weight * cls_loss
     return {"loss": total, "next_item": next_loss, "user": user_loss, "cls": cls_loss}
 
 
-def _checkpoint(path: Path, step: int, epoch: int, user, predictor, optim, gen) -> None:
+def _checkpoint(path: Path, step: int, epoch: int, user, predictor, optim, gen,
+                item_llm=None) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"step": step, "epoch": epoch, "user": user.state_dict(),
+                "item_llm": item_llm.state_dict() if item_llm is not None else None,
                 "predictor": predictor.state_dict(), "optim": optim.state_dict(),
                 "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "np_rng": np.random.get_state()}, tmp)
@@ -134,10 +156,31 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
     if not trainable:
         raise UserError("no user has 3+ clicks on embedded items: nothing to train on")
     seed_everything(t.seed)  # again: embedding items (or not, when cached) used the RNG
+    device = device_for(cfg)
     user, predictor = build_models(cfg, items.shape[1])
-    params = list(user.parameters()) + list(predictor.parameters())
-    optim = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    user.to(device)
+    predictor.to(device)
+    groups = [{"params": list(user.parameters()) + list(predictor.parameters()), "lr": t.lr}]
+    item_llm, item_table = None, None
+    if cfg.hllm.item_llm.train_encoder:
+        # End to end: the Item LLM embeds every item a batch touches, with gradients.
+        item_llm = load_item_llm(cfg).to(device)
+        item_llm.requires_grad_(True)
+        texts = _item_texts(Path(features["outputs"]["items"]["path"]), data.item_hashes)
+        tokens = item_llm.tokenize(texts)
+
+        def item_table(idx: torch.Tensor) -> torch.Tensor:
+            return item_llm(tokens["input_ids"][idx].to(device),
+                            tokens["attention_mask"][idx].to(device),
+                            tokens["item_pos"][idx].to(device))
+
+        groups.append({"params": list(item_llm.parameters()), "lr": t.item_lr})
+    params = [p for g in groups for p in g["params"]]
+    optim = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
     gen = torch.Generator().manual_seed(t.seed)
+    # bf16 autocast on CUDA; CPU runs in float32
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16,
+                              enabled=device.startswith("cuda"))
 
     work = cfg.hllm.model_dir / f".training-{cycle_id}-{cfg.section_hash('hllm')}"
     work.mkdir(parents=True, exist_ok=True)
@@ -147,6 +190,8 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
         state = torch.load(ckpt, weights_only=False)
         user.load_state_dict(state["user"])
         predictor.load_state_dict(state["predictor"])
+        if item_llm is not None:
+            item_llm.load_state_dict(state["item_llm"])
         optim.load_state_dict(state["optim"])
         gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
@@ -160,13 +205,15 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
     bar = tqdm(total=t.epochs * steps_per_epoch, initial=step, desc="train hllm", unit="step",
                disable=not progress)
     for epoch in range(start_epoch, t.epochs):
-        user.train()
-        predictor.train()
+        for module in (user, predictor, item_llm):
+            if module is not None:
+                module.train()
         order = np.random.default_rng([t.seed, epoch]).permutation(trainable)
         done_in_epoch = step - epoch * steps_per_epoch
         for b in range(max(done_in_epoch, 0), steps_per_epoch):
             idx = order[b * t.batch_size:(b + 1) * t.batch_size]
-            losses = batch_losses(user, predictor, data, idx, cfg, gen)
+            with autocast:
+                losses = batch_losses(user, predictor, data, idx, cfg, gen, item_table, device)
             optim.zero_grad()
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -176,14 +223,23 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
             bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()})
             if step % t.checkpoint_every == 0:
                 _checkpoint(ckpt, step, epoch if b + 1 < steps_per_epoch else epoch + 1,
-                            user, predictor, optim, gen)
+                            user, predictor, optim, gen, item_llm)
         history.append({"epoch": epoch, "step": step,
                         **{k: round(v.item(), 4) for k, v in losses.items()}})
     bar.close()
 
+    user.cpu()
+    predictor.cpu()
+    if item_llm is not None:  # evaluate on the tuned Item LLM's embeddings
+        from jobs.embed_items import embed_texts
+
+        item_llm.cpu().requires_grad_(False)
+        vectors, _ = embed_texts(item_llm, texts, cfg.hllm.embed.item_batch_size, "cpu",
+                                 progress=False)
+        data.items = torch.from_numpy(vectors)
     metrics = evaluate(user, predictor, data, cfg)
     version_hash = hashlib.sha256()
-    for module in (user, predictor):
+    for module in (user, predictor, *([item_llm] if item_llm is not None else [])):
         for k, v in sorted(module.state_dict().items()):
             version_hash.update(k.encode() + v.detach().cpu().numpy().tobytes())
     version = "hllm-" + version_hash.hexdigest()[:12]
@@ -193,9 +249,12 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
     user.save(staging / "user_llm")
     predictor.save(staging / "predictor")
     (staging / "item_llm.json").write_text(json.dumps(cfg.hllm.item_llm.model_dump(), indent=2))
+    if item_llm is not None:
+        item_llm.save(staging / "item_llm")  # HF format; its own version keys the cache
     (staging / "hllm.json").write_text(json.dumps({
         "version": version,
-        "item_model_version": emb["version"],
+        "item_model_version": emb["version"] if item_llm is None else "(fine-tuned, see item_llm/)",
+        "device": device,
         "trained_at": datetime.now(UTC).isoformat(),
         "command": " ".join(["creative-factory", *sys.argv[1:]]) or "train hllm",
         "seed": t.seed,
@@ -214,5 +273,13 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
     if promote_if_none and not (cfg.hllm.model_dir / CURRENT).is_file():
         (cfg.hllm.model_dir / CURRENT).write_text(out.name + "\n")
     log.info("HLLM %s written to %s: %s", version, out, metrics)
-    assert item_model_version(cfg) == emb["version"]
     return out
+
+
+def _item_texts(items_path: Path, hashes: list[str]) -> list[str]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(items_path, columns=["item_hash", "item_text"])
+    text = dict(zip(table.column("item_hash").to_pylist(), table.column("item_text").to_pylist(),
+                    strict=True))
+    return [text[h] for h in hashes]

@@ -70,21 +70,32 @@ class UserLLM(nn.Module):
         return out[:, :-1], out[:, -1]
 
     def save(self, out: Path) -> None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        """Hugging Face format: the decoder via save_pretrained (config.json + safetensors),
+        the [USER] token and the two projections beside it, and this model's config."""
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()},
-                  out / "model.safetensors")
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.decoder.save_pretrained(out / "decoder")
+        heads = {k: v.contiguous() for k, v in self.state_dict().items()
+                 if not k.startswith("decoder.")}
+        save_file(heads, out / "heads.safetensors")
         (out / "user_llm.json").write_text(json.dumps(asdict(self.config), indent=2))
 
     @classmethod
     def load(cls, path: Path) -> UserLLM:
+        from dataclasses import replace
+
         from safetensors.torch import load_file
 
         path = Path(path)
-        model = cls(UserLLMConfig(**json.loads((path / "user_llm.json").read_text())))
-        model.load_state_dict(load_file(path / "model.safetensors"))
+        config = UserLLMConfig(**json.loads((path / "user_llm.json").read_text()))
+        model = cls(replace(config, base_model=str(path / "decoder")))  # weights from disk
+        model.config = config
+        missing, unexpected = model.load_state_dict(load_file(path / "heads.safetensors"),
+                                                    strict=False)
+        if unexpected or any(not k.startswith("decoder.") for k in missing):
+            raise ValueError(f"{path}: heads do not match the model ({missing}, {unexpected})")
         return model
 
 

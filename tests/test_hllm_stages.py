@@ -27,7 +27,8 @@ def test_training_writes_a_complete_versioned_artifact(trained):
     cfg, path = trained
     meta = json.loads((path / "hllm.json").read_text())
     assert path.name == meta["version"] and meta["version"].startswith("hllm-")
-    for part in ("user_llm/model.safetensors", "user_llm/user_llm.json",
+    for part in ("user_llm/decoder/config.json", "user_llm/decoder/model.safetensors",
+                 "user_llm/heads.safetensors", "user_llm/user_llm.json",
                  "predictor/model.safetensors", "predictor/predictor.json", "item_llm.json"):
         assert (path / part).is_file(), part
     assert meta["training_data_hash"] and meta["seed"] == cfg.hllm.train.seed
@@ -138,3 +139,20 @@ def test_embed_users_needs_a_trained_model(tiny_cycle, tmp_path):
     embed_items.run(cfg, CYCLE, progress=False)
     with pytest.raises(UserError, match="no trained HLLM"):
         embed_users.run_shard(cfg, CYCLE, 0, progress=False)
+
+
+def test_the_item_llm_can_be_trained_end_to_end(tiny_cycle, tmp_path):
+    cfg, _ = tiny_cycle
+    cfg = cfg.model_copy(deep=True)
+    cfg.hllm.model_dir = tmp_path / "models"
+    cfg.hllm.item_llm.train_encoder = True
+    cfg.hllm.train.epochs = 1
+    path = train_hllm.train(cfg, CYCLE, progress=False)
+    assert (path / "item_llm" / "config.json").is_file()  # the tuned encoder, HF format
+    from jobs.hllm_models import item_model_version
+
+    base = cfg.model_copy(deep=True)
+    base.hllm.item_llm.train_encoder = False
+    assert item_model_version(cfg, path) != item_model_version(base)  # its own cache key
+    meta = json.loads((path / "hllm.json").read_text())
+    assert 0 <= meta["metrics"]["user_llm"]["recall@10"] <= 1

@@ -96,7 +96,9 @@ def synthetic_cycle(out: Path, users: int, history: int, items: int) -> Path:
     for k, first in enumerate(range(0, users, chunk)):
         n = min(chunk, users - first)
         idx = rng.integers(0, items, size=(n, history))
-        flat = pa.array(np.asarray(hashes)[idx.reshape(-1)])
+        flat = pa.array(np.asarray(hashes, dtype=object)[idx.reshape(-1)], pa.string())
+        if isinstance(flat, pa.ChunkedArray):
+            flat = flat.combine_chunks()
         pq.write_table(pa.table({
             "user_id": pa.array([f"u{first + i:08d}" for i in range(n)]),
             "item_hashes": pa.ListArray.from_arrays(
@@ -127,7 +129,7 @@ def synthetic_cycle(out: Path, users: int, history: int, items: int) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--flat-users", type=int, default=200)
+    ap.add_argument("--flat-users", type=int, default=1000)
     ap.add_argument("--history", type=int, default=50)
     ap.add_argument("--items", type=int, default=500)
     ap.add_argument("--users", type=int, default=100_000, help="users for embed_users")
