@@ -96,3 +96,30 @@ def embed_users_commit_task(data_interval_end: datetime | None) -> dict:
 
     return _cycle_call(data_interval_end, lambda cfg, cid: _pointer(
         "embed_users", embed_users.commit(cfg, cid)))
+
+
+def train_hllm_task(cycle_id: str | None) -> dict:
+    """Train a new HLLM version (never promoted here: see promote_hllm_task)."""
+    from jobs.config import load_config
+    from jobs.hllm_models import latest_feature_cycle
+    from jobs.train_hllm import train
+
+    try:
+        cfg = load_config()
+        cycle_id = cycle_id or latest_feature_cycle(cfg)
+        path = train(cfg, cycle_id, promote_if_none=False, progress=False)
+    except UserError as exc:
+        raise _fail_fast(exc) from None
+    return {"cycle_id": cycle_id, "path": str(path)}
+
+
+def promote_hllm_task(trained: dict) -> dict:
+    from pathlib import Path
+
+    from jobs.config import load_config
+    from jobs.hllm_models import promote_if_better
+
+    try:
+        return promote_if_better(load_config(), Path(trained["path"]), trained["cycle_id"])
+    except UserError as exc:
+        raise _fail_fast(exc) from None

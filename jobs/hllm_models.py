@@ -80,3 +80,49 @@ def require_artifact(cfg: Config) -> Path:
 
 def artifact_version(path: Path) -> str:
     return json.loads((Path(path) / "hllm.json").read_text())["version"]
+
+
+def latest_feature_cycle(cfg: Config) -> str:
+    """The most recent cycle with committed features (what training uses by default)."""
+    cycles = sorted(p.parent.parent.name for p in
+                    (cfg.lake / "cycles").glob("*/extract_features/_SUCCESS"))
+    if not cycles:
+        raise UserError(f"no cycle in {cfg.lake / 'cycles'} has committed features yet")
+    return cycles[-1]
+
+
+def promote_if_better(cfg: Config, candidate: Path, cycle_id: str) -> dict:
+    """Point CURRENT at `candidate` when its Recall@10 is at least the current version's,
+    both evaluated on the same cycle's hold-out. The decision is kept beside the model."""
+    import torch
+
+    from jobs.embed_items import embed_items
+    from jobs.eval_hllm import evaluate
+    from jobs.hllm_data import load_histories
+    from jobs.lake import read_manifest, stage_dir
+    from models.predictor import ItemUserPredictor
+    from models.user_llm import UserLLM
+
+    def recall(artifact: Path) -> float:
+        features = read_manifest(stage_dir(cfg.lake, cycle_id, "extract_features"))
+        emb = embed_items(cfg, Path(features["outputs"]["items"]["path"]), artifact,
+                          progress=False)
+        data = load_histories(Path(features["outputs"]["user_sequences"]["path"]),
+                              emb["hashes"], torch.from_numpy(emb["vectors"]))
+        metrics = evaluate(UserLLM.load(artifact / "user_llm"),
+                           ItemUserPredictor.load(artifact / "predictor"), data, cfg)
+        return metrics["user_llm"]["recall@10"]
+
+    current = current_artifact(cfg)
+    new_score = recall(candidate)
+    old_score = recall(current) if current is not None else None
+    promoted = old_score is None or new_score >= old_score
+    decision = {"candidate": candidate.name, "current": current.name if current else None,
+                "cycle_id": cycle_id, "candidate_recall@10": new_score,
+                "current_recall@10": old_score, "promoted": promoted}
+    (candidate / "promotion.json").write_text(json.dumps(decision, indent=2))
+    if promoted:
+        tmp = cfg.hllm.model_dir / f".{CURRENT}.tmp"
+        tmp.write_text(candidate.name + "\n")
+        tmp.replace(cfg.hllm.model_dir / CURRENT)
+    return decision

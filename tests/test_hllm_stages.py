@@ -156,3 +156,22 @@ def test_the_item_llm_can_be_trained_end_to_end(tiny_cycle, tmp_path):
     assert item_model_version(cfg, path) != item_model_version(base)  # its own cache key
     meta = json.loads((path / "hllm.json").read_text())
     assert 0 <= meta["metrics"]["user_llm"]["recall@10"] <= 1
+
+
+def test_promotion_keeps_the_better_version(trained, tmp_path):
+    from jobs.hllm_models import latest_feature_cycle, promote_if_better
+
+    cfg, current = trained
+    assert latest_feature_cycle(cfg) == CYCLE
+    worse = tmp_path / "worse"
+    weak = cfg.model_copy(deep=True)
+    weak.hllm.train.epochs = 1
+    weak.hllm.train.lr = 1e-6  # barely trained: cannot beat the current version
+    train_hllm.train(weak, CYCLE, out_dir=worse, progress=False)
+    decision = promote_if_better(cfg, worse, CYCLE)
+    assert decision["promoted"] is False
+    assert decision["candidate_recall@10"] < decision["current_recall@10"]
+    assert current_artifact(cfg) == current
+    assert json.loads((worse / "promotion.json").read_text()) == decision
+    same = promote_if_better(cfg, current, CYCLE)  # as good as itself: promoted
+    assert same["promoted"] is True and current_artifact(cfg) == current
