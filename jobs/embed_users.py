@@ -39,6 +39,35 @@ def shard_of(user_ids: list[str], n_shards: int) -> np.ndarray:
                        count=len(user_ids))
 
 
+def history_slots(histories: pa.ListArray, hash_set: pa.Array,
+                  max_history: int) -> tuple[np.ndarray, dict[str, int]]:
+    """Histories of item hashes -> a (users, max_history) matrix of item rows, left-padded
+    with -1: unknown items dropped, the most recent `max_history` known items kept in order.
+    Vectorized (no Python loop per user or per item)."""
+    import pyarrow.compute as pc
+
+    if isinstance(histories, pa.ChunkedArray):
+        histories = histories.combine_chunks()
+    offsets = np.asarray(histories.offsets)  # (R + 1,)
+    rows = len(histories)
+    values = pc.index_in(histories.flatten(), value_set=hash_set)
+    idx = np.asarray(values.fill_null(-1), dtype=np.int64)  # (N,) item row or -1
+    known = idx >= 0
+    row_of = np.repeat(np.arange(rows), np.diff(offsets))
+    # known items at or after each position, counted within its row (1 = the most recent)
+    from_end = np.cumsum(known[::-1])[::-1]
+    tail = np.append(from_end, 0)[offsets[1:]]  # known items after each row's end
+    rank = from_end - tail[row_of]
+    keep = known & (rank <= max_history)
+    slots = np.full((rows, max_history), -1, dtype=np.int64)
+    slots[row_of[keep], max_history - rank[keep]] = idx[keep]
+    per_row = np.bincount(row_of[known], minlength=rows)
+    stats = {"users": rows, "unknown_items_dropped": int((~known).sum()),
+             "skipped_empty_history": int((per_row == 0).sum()),
+             "truncated_histories": int((per_row > max_history).sum())}
+    return slots, stats
+
+
 def _inputs(cfg: Config, cycle_id: str) -> tuple[dict, dict, Path]:
     from jobs.hllm_models import require_artifact
 
@@ -74,7 +103,7 @@ def run_shard(cfg: Config, cycle_id: str, shard: int, force: bool = False,
 
     from jobs.embed_items import device_for
     from jobs.hllm_data import load_item_embeddings
-    from models.user_llm import UserLLM, left_pad
+    from models.user_llm import UserLLM
 
     n_shards = cfg.hllm.embed.user_shards
     if not 0 <= shard < n_shards:
@@ -89,7 +118,7 @@ def run_shard(cfg: Config, cycle_id: str, shard: int, force: bool = False,
         return {**json.loads(done.read_text()), "skipped": True}
 
     hashes, items = load_item_embeddings(Path(items_manifest["outputs"]["item_embeddings"]["path"]))
-    index = {h: i for i, h in enumerate(hashes)}
+    hash_set = pa.array(hashes, pa.string())
     device = device_for(cfg)
     model = UserLLM.load(artifact / "user_llm").to(device).eval()
     version = fp["model_version"]
@@ -116,21 +145,17 @@ def run_shard(cfg: Config, cycle_id: str, shard: int, force: bool = False,
                 mine = np.flatnonzero(shard_of(users, n_shards) == shard)
                 if not len(mine):
                     continue
-                seqs = rb.column("item_hashes").to_pylist()
-                kept_users, histories = [], []
-                for i in mine:
-                    counts["users"] += 1
-                    known = [index[h] for h in seqs[i] if h in index]
-                    counts["unknown_items_dropped"] += len(seqs[i]) - len(known)
-                    if not known:
-                        counts["skipped_empty_history"] += 1
-                        continue
-                    counts["truncated_histories"] += len(known) > max_history
-                    kept_users.append(users[i])
-                    histories.append(items[torch.as_tensor(known[-max_history:])])
-                if not histories:
+                slots, stats = history_slots(rb.column("item_hashes").take(pa.array(mine)),
+                                             hash_set, max_history)
+                for k, v in stats.items():
+                    counts[k] += v
+                has_history = (slots >= 0).any(axis=1)
+                if not has_history.any():
                     continue
-                x, mask = left_pad(histories, max_history)
+                slots = slots[has_history]  # (B, T) item rows, -1 = padding
+                kept_users = [users[i] for i in mine[has_history]]
+                mask = torch.from_numpy(slots >= 0).long()
+                x = items[torch.from_numpy(slots.clip(min=0))] * mask[..., None]  # (B, T, d)
                 emb = model(x.to(device), mask.to(device))[1].float().cpu().numpy()  # (B, d)
                 finite = np.isfinite(emb).all(axis=1)
                 counts["rejected_non_finite"] += int((~finite).sum())
@@ -140,7 +165,7 @@ def run_shard(cfg: Config, cycle_id: str, shard: int, force: bool = False,
                     "user_id": pa.array([kept_users[k] for k in keep], pa.string()),
                     "embedding": pa.FixedSizeListArray.from_arrays(
                         pa.array(emb[keep].reshape(-1)), items.shape[1]),
-                    "history_used": pa.array([int(mask[k].sum()) for k in keep], pa.int32()),
+                    "history_used": pa.array(mask.sum(1).numpy()[keep], pa.int32()),
                     "model_version": pa.array([version] * len(keep), pa.string()),
                 }, schema=schema))
     bar.close()

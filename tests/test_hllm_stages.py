@@ -175,3 +175,17 @@ def test_promotion_keeps_the_better_version(trained, tmp_path):
     assert json.loads((worse / "promotion.json").read_text()) == decision
     same = promote_if_better(cfg, current, CYCLE)  # as good as itself: promoted
     assert same["promoted"] is True and current_artifact(cfg) == current
+
+
+def test_history_slots_keep_recent_known_items_left_padded():
+    import pyarrow as pa
+
+    from jobs.embed_users import history_slots
+
+    known = pa.array(["a", "b", "c", "d"])
+    histories = pa.array([["a", "x", "b"], ["x", "y"], ["a", "b", "c", "d", "a"], []],
+                         pa.list_(pa.string()))
+    slots, stats = history_slots(histories, known, max_history=3)
+    assert slots.tolist() == [[-1, 0, 1], [-1, -1, -1], [2, 3, 0], [-1, -1, -1]]
+    assert stats == {"users": 4, "unknown_items_dropped": 3, "skipped_empty_history": 2,
+                     "truncated_histories": 1}
