@@ -156,7 +156,8 @@ def run_shard(cfg: Config, cycle_id: str, shard: int, force: bool = False,
                 kept_users = [users[i] for i in mine[has_history]]
                 mask = torch.from_numpy(slots >= 0).long()
                 x = items[torch.from_numpy(slots.clip(min=0))] * mask[..., None]  # (B, T, d)
-                emb = model(x.to(device), mask.to(device))[1].float().cpu().numpy()  # (B, d)
+                emb = model(x.to(device), mask.to(device), with_states=False)[1]
+                emb = emb.float().cpu().numpy()  # (B, d)
                 finite = np.isfinite(emb).all(axis=1)
                 counts["rejected_non_finite"] += int((~finite).sum())
                 keep = np.flatnonzero(finite)

@@ -52,7 +52,7 @@ def user_embeddings(user: UserLLM, data: HistoryData, max_history: int,
     for start in range(0, len(data.histories), batch_size):
         hist = [data.items[torch.as_tensor(h)] for h in data.histories[start:start + batch_size]]
         x, mask = left_pad(hist, max_history)
-        out.append(user(x, mask)[1])
+        out.append(user(x, mask, with_states=False)[1])
     return torch.cat(out)
 
 

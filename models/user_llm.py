@@ -55,9 +55,11 @@ class UserLLM(nn.Module):
         self.user_token = nn.Parameter(torch.randn(width) * 0.02)
         self.out = nn.Linear(width, config.item_dim)  # back to the item space
 
-    def forward(self, items: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, items: torch.Tensor, mask: torch.Tensor,
+                with_states: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
         """items (B, T, d_item), left-padded (most recent item last); mask (B, T) 1 = item.
-        Returns (states (B, T, d_item): the prediction after each item,
+        Returns (states (B, T, d_item): the prediction after each item, or None when
+                 with_states is False (embedding users only needs [USER]),
                  users (B, d_item): the state at [USER])."""
         b = items.shape[0]
         x = self.item_in(items)  # (B, T, w)
@@ -66,6 +68,8 @@ class UserLLM(nn.Module):
         positions = (mask.cumsum(1) - 1).clamp(min=0)  # left padding: first item is 0
         hidden = self.decoder(inputs_embeds=x, attention_mask=mask,
                               position_ids=positions).last_hidden_state  # (B, T+1, w)
+        if not with_states:
+            return None, self.out(hidden[:, -1])
         out = self.out(hidden)  # (B, T+1, d_item)
         return out[:, :-1], out[:, -1]
 

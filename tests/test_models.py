@@ -69,6 +69,9 @@ def test_user_llm_shapes_left_padding_and_causality():
         states_c, users_c = model(xc, mc)
     assert torch.allclose(states_c[1, :-1], states[1, :-1], atol=1e-5)  # causal: past unchanged
     assert not torch.allclose(users_c[1], users[1])
+    with torch.no_grad():
+        none, only_users = model(x, mask, with_states=False)
+    assert none is None and torch.allclose(only_users, users, atol=1e-6)
     long_x, long_m = left_pad([torch.randn(20, 8)], 6)
     assert long_x.shape[1] == 6  # most recent max_history kept
 
