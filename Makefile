@@ -32,6 +32,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_features.py
+	$(BIN)/python tests/benchmarks/bench_hllm.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check jobs models dags tests
