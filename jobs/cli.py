@@ -170,24 +170,12 @@ def eval_hllm_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Recall@10 / NDCG@10 on a last-click hold-out vs popularity and item-kNN; AUC."""
-    import torch
-
-    from jobs.embed_items import embed_items
-    from jobs.eval_hllm import evaluate
-    from jobs.hllm_data import load_histories
+    from jobs.eval_hllm import evaluate_artifact
     from jobs.hllm_models import require_artifact
-    from jobs.train_hllm import features_for
-    from models.predictor import ItemUserPredictor
-    from models.user_llm import UserLLM
 
     cfg = load_config(config, set_)
     artifact = model or require_artifact(cfg)
-    features = features_for(cfg, cycle_id)
-    emb = embed_items(cfg, Path(features["outputs"]["items"]["path"]), artifact)
-    data = load_histories(Path(features["outputs"]["user_sequences"]["path"]), emb["hashes"],
-                          torch.from_numpy(emb["vectors"]))
-    metrics = evaluate(UserLLM.load(artifact / "user_llm"),
-                       ItemUserPredictor.load(artifact / "predictor"), data, cfg)
+    metrics = evaluate_artifact(cfg, artifact, cycle_id)
     typer.echo(json.dumps({"model": str(artifact), **metrics}, indent=2))
 
 

@@ -103,3 +103,20 @@ def evaluate(user: UserLLM, predictor: ItemUserPredictor, data: HistoryData,
     result["recall_vs_popularity"] = (round(result["user_llm"]["recall@10"] / pop_recall, 2)
                                       if pop_recall else None)
     return result
+
+
+def evaluate_artifact(cfg: Config, artifact, cycle_id: str) -> dict[str, Any]:
+    """Evaluate a saved HLLM artifact on a cycle's features (items through the cache)."""
+    from pathlib import Path
+
+    from jobs.embed_items import embed_items
+    from jobs.hllm_data import load_histories
+    from jobs.train_hllm import features_for
+
+    artifact = Path(artifact)
+    features = features_for(cfg, cycle_id)
+    emb = embed_items(cfg, Path(features["outputs"]["items"]["path"]), artifact, progress=False)
+    data = load_histories(Path(features["outputs"]["user_sequences"]["path"]), emb["hashes"],
+                          torch.from_numpy(emb["vectors"]))
+    return evaluate(UserLLM.load(artifact / "user_llm"),
+                    ItemUserPredictor.load(artifact / "predictor"), data, cfg)

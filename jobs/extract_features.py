@@ -356,12 +356,3 @@ def _extract(cfg: Config, stage: StageRun, interval_end, files) -> dict[str, Any
     finally:
         spark.catalog.clearCache()
 
-
-def main() -> None:  # pragma: no cover - thin CLI wrapper, see jobs.cli
-    from jobs.cli import app
-
-    app(["extract-features"])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

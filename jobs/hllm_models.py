@@ -94,24 +94,10 @@ def latest_feature_cycle(cfg: Config) -> str:
 def promote_if_better(cfg: Config, candidate: Path, cycle_id: str) -> dict:
     """Point CURRENT at `candidate` when its Recall@10 is at least the current version's,
     both evaluated on the same cycle's hold-out. The decision is kept beside the model."""
-    import torch
-
-    from jobs.embed_items import embed_items
-    from jobs.eval_hllm import evaluate
-    from jobs.hllm_data import load_histories
-    from jobs.lake import read_manifest, stage_dir
-    from models.predictor import ItemUserPredictor
-    from models.user_llm import UserLLM
+    from jobs.eval_hllm import evaluate_artifact
 
     def recall(artifact: Path) -> float:
-        features = read_manifest(stage_dir(cfg.lake, cycle_id, "extract_features"))
-        emb = embed_items(cfg, Path(features["outputs"]["items"]["path"]), artifact,
-                          progress=False)
-        data = load_histories(Path(features["outputs"]["user_sequences"]["path"]),
-                              emb["hashes"], torch.from_numpy(emb["vectors"]))
-        metrics = evaluate(UserLLM.load(artifact / "user_llm"),
-                           ItemUserPredictor.load(artifact / "predictor"), data, cfg)
-        return metrics["user_llm"]["recall@10"]
+        return evaluate_artifact(cfg, artifact, cycle_id)["user_llm"]["recall@10"]
 
     current = current_artifact(cfg)
     new_score = recall(candidate)

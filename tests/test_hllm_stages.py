@@ -189,3 +189,22 @@ def test_history_slots_keep_recent_known_items_left_padded():
     assert slots.tolist() == [[-1, 0, 1], [-1, -1, -1], [2, 3, 0], [-1, -1, -1]]
     assert stats == {"users": 4, "unknown_items_dropped": 3, "skipped_empty_history": 2,
                      "truncated_histories": 1}
+
+
+def test_eval_command_reports_all_rankers(trained):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    cfg, path = trained
+    result = CliRunner().invoke(app, [
+        "eval", "hllm", "--cycle-id", CYCLE, "--set", f"lake={cfg.lake}",
+        "--set", f"hllm.model_dir={cfg.hllm.model_dir}",
+        "--set", f"hllm.cache_dir={cfg.hllm.cache_dir}",
+        "--set", f"hllm.user_llm.max_history={cfg.hllm.user_llm.max_history}"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index('{\n  "model"'):])  # after logs
+    assert report["model"] == str(path)
+    stored = json.loads((path / "hllm.json").read_text())["metrics"]
+    assert report["user_llm"] == stored["user_llm"]  # same data, same model, same numbers
+    assert {"popularity", "item_knn", "predictor_auc"} <= set(report)
