@@ -31,6 +31,13 @@ ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", help="Overlay config file on top of creative-factory.yaml (partial is fine).")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override one setting, e.g. --set features.max_history=200. Repeatable.")]
+CycleOpt = Annotated[str, typer.Option(
+    "--cycle-id", help="Cycle id, YYYYMMDDTHHMMSSZ (data interval end).")]
+ForceOpt = Annotated[bool, typer.Option(help="Re-run even when the stage is up to date.")]
+
+
+def _log_to_console() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
 
 def friendly(fn):
@@ -74,16 +81,15 @@ def sample_data(
 @app.command("extract-features")
 @friendly
 def extract_features(
-    cycle_id: Annotated[str, typer.Option(help="Cycle id, YYYYMMDDTHHMMSSZ (data interval end).")],
-    force: Annotated[bool, typer.Option(help="Re-run even when the stage is up to date.")]
-    = False,
+    cycle_id: CycleOpt,
+    force: ForceOpt = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Stage 1: raw ads and clicks -> validated feature tables and quarantine (PySpark)."""
     from jobs import extract_features as stage
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    _log_to_console()
     cfg = load_config(config, set_)
     manifest = stage.run(cfg, cycle_id, force=force)
     state = "skipped (up to date)" if manifest["skipped"] else "done"
@@ -95,16 +101,15 @@ def extract_features(
 @app.command("embed-items")
 @friendly
 def embed_items_cmd(
-    cycle_id: Annotated[str, typer.Option(help="Cycle id, YYYYMMDDTHHMMSSZ.")],
-    force: Annotated[bool, typer.Option(help="Re-run even when the stage is up to date.")]
-    = False,
+    cycle_id: CycleOpt,
+    force: ForceOpt = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Stage 2: Item LLM embeddings of the cycle's items (cached per model and text)."""
     from jobs import embed_items
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    _log_to_console()
     m = embed_items.run(load_config(config, set_), cycle_id, force=force)
     typer.echo(f"embed_items {'skipped (up to date)' if m['skipped'] else 'done'}: {m['path']} "
                f"({m['outputs']['item_embeddings']['rows']:,} items, {m['from_cache']:,} from "
@@ -114,7 +119,7 @@ def embed_items_cmd(
 @app.command("embed-users")
 @friendly
 def embed_users_cmd(
-    cycle_id: Annotated[str, typer.Option(help="Cycle id, YYYYMMDDTHHMMSSZ.")],
+    cycle_id: CycleOpt,
     shard: Annotated[int | None, typer.Option(help="Run one shard only (no commit).")] = None,
     force: Annotated[bool, typer.Option(help="Re-run shards that are already done.")] = False,
     config: ConfigOpt = None,
@@ -123,7 +128,7 @@ def embed_users_cmd(
     """Stage 3: User LLM embeddings of every user, in shards, then one commit."""
     from jobs import embed_users
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    _log_to_console()
     cfg = load_config(config, set_)
     if shard is not None:
         counts = embed_users.run_shard(cfg, cycle_id, shard, force=force)
@@ -154,7 +159,7 @@ def train_hllm_cmd(
     """Train the User LLM and the Item-User Predictor (Item LLM frozen by default)."""
     from jobs.train_hllm import train
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    _log_to_console()
     path = train(load_config(config, set_), cycle_id, out_dir=out, resume=resume)
     metrics = json.loads((path / "hllm.json").read_text())["metrics"]
     typer.echo(f"HLLM artifact: {path}\n{json.dumps(metrics, indent=2)}")

@@ -26,6 +26,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).with_name("creative-factory"))
 
 
+def machine() -> str:
+    """The machine a benchmark ran on, for the results table."""
+    return (f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM")
+
+
 def measure(cmd: list[str]) -> dict:
     """Wall time and peak RSS (process tree) of one command."""
     started = time.time()
@@ -71,8 +77,7 @@ def main() -> None:
 
     sample = args.out / f"sample-{args.users}u-{args.ads}a-{args.events_per_user:g}e"
     results: dict = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                   f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM",
+        "machine": machine(),
         "python": platform.python_version(),
     }
     print(f"sample data -> {sample}", flush=True)

@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from tests.benchmarks.bench_features import measure  # noqa: E402
+from tests.benchmarks.bench_features import machine, measure  # noqa: E402
 
 CLI = str(Path(sys.executable).with_name("creative-factory"))
 CYCLE = "20261101T000000Z"
@@ -136,8 +133,7 @@ def main() -> None:
     ap.add_argument("--catalog", type=int, default=100_000, help="items for embed_users")
     ap.add_argument("--out", type=Path, default=ROOT / "var" / "bench")
     args = ap.parse_args()
-    results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                                f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM"}
+    results: dict = {"machine": machine()}
 
     print("hierarchical vs flattened ...", flush=True)
     results["hierarchical_vs_flat"] = hierarchical_vs_flat(args.flat_users, args.history,
