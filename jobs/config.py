@@ -123,6 +123,32 @@ class HLLM(_Section):
     device: str = "auto"  # auto: cuda when present, else cpu
 
 
+class Cluster(_Section):
+    """cluster_users (issue 4)."""
+
+
+class Match(_Section):
+    """match_ads (issue 4)."""
+
+
+class Creator(_Section):
+    """Creative LLM: CoT data, training, evaluation (issue 5)."""
+
+    model_dir: Path = Path("var/models/creator")
+
+
+class Generate(_Section):
+    """generate (issue 5)."""
+
+
+class Badcase(_Section):
+    """kill_badcases (issue 6)."""
+
+
+class Library(_Section):
+    """publish_library and the library tools (issue 6)."""
+
+
 class Airflow(_Section):
     home: Path = Path("var/airflow")
 
@@ -135,6 +161,12 @@ class Config(_Section):
     features: Features = Features()
     validation: Validation = Validation()
     hllm: HLLM = HLLM()
+    cluster: Cluster = Cluster()
+    match: Match = Match()
+    creator: Creator = Creator()
+    generate: Generate = Generate()
+    badcase: Badcase = Badcase()
+    library: Library = Library()
     airflow: Airflow = Airflow()
 
     def section_hash(self, *sections: str) -> str:
@@ -198,6 +230,7 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     cfg.airflow.home = res(cfg.airflow.home)
     cfg.hllm.model_dir = res(cfg.hllm.model_dir)
     cfg.hllm.cache_dir = res(cfg.hllm.cache_dir)
+    cfg.creator.model_dir = res(cfg.creator.model_dir)
     return cfg
 
 
