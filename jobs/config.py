@@ -142,11 +142,35 @@ class Generate(_Section):
 
 
 class Badcase(_Section):
-    """kill_badcases (issue 6)."""
+    """kill_badcases (issue 6): lexicons and thresholds are data files, named here."""
+
+    marketing_phrases: Path = Path("config/lexicons/marketing_phrases.txt")
+    audience_phrases: Path = Path("config/lexicons/audience_phrases.txt")
+    stopwords: Path = Path("config/badcase/stopwords.txt")
+    sensitive_terms: Path = Path("config/badcase/sensitive_terms.yaml")
+    profanity: Path = Path("config/badcase/profanity.txt")
+    location_ignore: Path = Path("config/badcase/location_ignore.txt")
+    thresholds: Path = Path("config/badcase/thresholds.yaml")
+    # A title that contains a user id is rejected (the sample's ids are u + 8 digits).
+    user_id_pattern: str = r"(?i)\bu\d{8}\b"
+    labeled_set: Path = Path("tests/data/badcase_labeled.jsonl")  # `eval badcase`
 
 
 class Library(_Section):
     """publish_library and the library tools (issue 6)."""
+
+    # null: start the embedded S3 server (rclone serve s3 over embedded_dir) for the task
+    endpoint_url: str | None = None
+    bucket: str = Field("creative-library", min_length=3, max_length=63)
+    prefix: str = "creative-factory"
+    region: str = "us-east-1"
+    embedded_dir: Path = Path("var/s3")
+    keep_versions: int = Field(5, ge=1)  # versions kept; older ones deleted after LATEST moved
+    max_attempts: int = Field(8, ge=1)  # boto3 standard retry mode: attempts per request
+    connect_timeout_s: float = Field(5, gt=0)
+    read_timeout_s: float = Field(60, gt=0)
+    min_title_chars: int = Field(3, ge=1)  # Great Expectations gate on the passing variants
+    max_title_chars: int = Field(150, ge=1)
 
 
 class Airflow(_Section):
@@ -231,6 +255,10 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     cfg.hllm.model_dir = res(cfg.hllm.model_dir)
     cfg.hllm.cache_dir = res(cfg.hllm.cache_dir)
     cfg.creator.model_dir = res(cfg.creator.model_dir)
+    for name in ("marketing_phrases", "audience_phrases", "stopwords", "sensitive_terms",
+                 "profanity", "location_ignore", "thresholds", "labeled_set"):
+        setattr(cfg.badcase, name, res(getattr(cfg.badcase, name)))
+    cfg.library.embedded_dir = res(cfg.library.embedded_dir)
     return cfg
 
 
