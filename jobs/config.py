@@ -124,11 +124,28 @@ class HLLM(_Section):
 
 
 class Cluster(_Section):
-    """cluster_users (issue 4)."""
+    """cluster_users: k-means over user embeddings with stable ids and a privacy floor."""
+
+    k: int = Field(256, gt=0)  # lowered (with a warning) when users / min_cluster_size is smaller
+    metric: Literal["cosine", "euclidean"] = "cosine"
+    engine: Literal["sklearn", "spark"] = "sklearn"  # spark: MLlib KMeans for very large inputs
+    min_cluster_size: int = Field(20, gt=0)  # privacy floor: smaller clusters merge into a neighbour
+    refit_every_hours: float = Field(120, gt=0)  # full refit cadence; users are assigned every cycle
+    refit_drift: float = Field(0.25, gt=0)  # also refit when the size-weighted mean drift passes this
+    max_iter: int = Field(50, gt=0)
+    init_sample: int = Field(200_000, gt=0)  # k-means++ seeding runs on a sample of this many users
+    batch_size: int = Field(65_536, gt=0)  # users per assignment batch (memory bound)
+    seed: int = 7
 
 
 class Match(_Section):
-    """match_ads (issue 4)."""
+    """match_ads: the Item-User Predictor picks each ad's clusters -> generation requests."""
+
+    query_free_top: int = Field(5, gt=0)  # query-free requests for the ad's top clusters
+    query_aware_top: int = Field(1, ge=0)  # clusters that also get query-aware requests
+    queries_per_ad: int = Field(1, ge=0)  # top-N search queries of the ad (from ad_queries)
+    candidates: int = Field(16, ge=0)  # clusters per ad the predictor re-ranks (0 = all)
+    batch_size: int = Field(8192, gt=0)  # (ad, cluster) pairs per predictor batch
 
 
 class Creator(_Section):
