@@ -98,6 +98,27 @@ def embed_users_commit_task(data_interval_end: datetime | None) -> dict:
         "embed_users", embed_users.commit(cfg, cid)))
 
 
+def cluster_users_task(data_interval_end: datetime | None) -> dict:
+    from jobs import cluster_users
+
+    def stage(cfg, cycle_id):
+        m = cluster_users.run(cfg, cycle_id)
+        return {**_pointer("cluster_users", m), "centroid_version": m["centroid_version"],
+                "summary": m["summary"]}
+
+    return _cycle_call(data_interval_end, stage)
+
+
+def match_ads_task(data_interval_end: datetime | None) -> dict:
+    from jobs import match_ads
+
+    def stage(cfg, cycle_id):
+        m = match_ads.run(cfg, cycle_id)
+        return {**_pointer("match_ads", m), "summary": m["summary"]}
+
+    return _cycle_call(data_interval_end, stage)
+
+
 def train_hllm_task(cycle_id: str | None) -> dict:
     """Train a new HLLM version (never promoted here: see promote_hllm_task)."""
     from jobs.config import load_config

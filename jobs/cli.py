@@ -139,6 +139,47 @@ def embed_users_cmd(
                f"{m['counts']}")
 
 
+@app.command("cluster-users")
+@friendly
+def cluster_users_cmd(
+    cycle_id: CycleOpt,
+    force: ForceOpt = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Stage 4: k-means user clusters with stable ids, privacy floor, assignments."""
+    from jobs import cluster_users
+
+    _log_to_console()
+    m = cluster_users.run(load_config(config, set_), cycle_id, force=force)
+    s = m["summary"]
+    typer.echo(f"cluster_users {'skipped (up to date)' if m['skipped'] else 'done'}: {m['path']}\n"
+               f"  {s['users']:,} users in {s['k_active']} clusters (sizes {s['size_min']}.."
+               f"{s['size_max']}), centroids {m['centroid_version']}, refit: "
+               f"{s['refit_reason'] or 'no'}, merged for the privacy floor: "
+               f"{len(s['merged_into'])}")
+
+
+@app.command("match-ads")
+@friendly
+def match_ads_cmd(
+    cycle_id: CycleOpt,
+    force: ForceOpt = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Stage 5: the Item-User Predictor picks each ad's clusters -> generation requests."""
+    from jobs import match_ads
+
+    _log_to_console()
+    m = match_ads.run(load_config(config, set_), cycle_id, force=force)
+    s = m["summary"]
+    typer.echo(f"match_ads {'skipped (up to date)' if m['skipped'] else 'done'}: {m['path']}\n"
+               f"  {s['requests']:,} requests {s['requests_by_strategy']} for {s['ads_matched']:,} "
+               f"ads ({s['ads_skipped']} skipped), {s['work_saved_ratio']}x fewer than one per "
+               f"(user, ad); issues {s['ad_issues']}")
+
+
 train_app = typer.Typer(help="Train models.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate models.", no_args_is_help=True)
 app.add_typer(train_app, name="train")

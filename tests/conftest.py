@@ -85,5 +85,25 @@ def tiny_cycle(tmp_path_factory, tiny_sample):
         "hllm.user_llm.hidden_size=32", "hllm.user_llm.intermediate_size=64",
         "hllm.user_llm.num_heads=2", "hllm.user_llm.max_history=20",
         "hllm.predictor.width=64", "hllm.embed.user_shards=3", "hllm.embed.user_batch_size=16",
+        "cluster.k=8", "cluster.min_cluster_size=5",
     )
     return cfg, extract_features.run(cfg, CYCLE)
+
+
+TEST_CREATOR_VERSION = "creator-test"  # match_ads' request ids before a Creative LLM exists
+
+
+@pytest.fixture(scope="session")
+def matched_cycle(tiny_cycle):
+    """The tiny cycle through match_ads (a tiny HLLM trained on it): (config, manifests by
+    stage). Requests carry TEST_CREATOR_VERSION as their Creative LLM version."""
+    from jobs import cluster_users, embed_items, embed_users, match_ads, train_hllm
+
+    cfg, features = tiny_cycle
+    train_hllm.train(cfg, CYCLE, progress=False)
+    manifests = {"extract_features": features,
+                 "embed_items": embed_items.run(cfg, CYCLE, progress=False),
+                 "embed_users": embed_users.run(cfg, CYCLE, progress=False)}
+    manifests["cluster_users"] = cluster_users.run(cfg, CYCLE)
+    manifests["match_ads"] = match_ads.run(cfg, CYCLE, creator_version=TEST_CREATOR_VERSION)
+    return cfg, manifests
