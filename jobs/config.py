@@ -148,14 +148,108 @@ class Match(_Section):
     batch_size: int = Field(8192, gt=0)  # (ad, cluster) pairs per predictor batch
 
 
+class CreatorModelSettings(_Section):
+    """The Creative LLM: a HF causal LM + one linear projection of U (models/creative_llm.py)."""
+
+    base_model: str | None = None  # a local HF causal-LM directory (with its tokenizer)
+    vocab_size: int = Field(4000, gt=16)  # BPE tokenizer trained here (default model only)
+    hidden_size: int = Field(256, gt=0)
+    num_layers: int = Field(4, gt=0)
+    num_heads: int = Field(4, gt=0)  # head_dim = hidden_size / num_heads (vLLM wants 32..256)
+    intermediate_size: int = Field(704, gt=0)
+    max_title_tokens: int = Field(40, gt=0)  # original title tokens kept in the prompt
+    max_prompt_tokens: int = Field(128, gt=8)  # [U] + title + selling points + query
+    max_new_tokens: int = Field(48, gt=0)  # generated title tokens
+
+
+class TeacherSettings(_Section):
+    """Who writes the training titles: the offline grounded teacher or a chat endpoint."""
+
+    kind: Literal["grounded", "chat"] = "grounded"
+    max_added_chars: int = Field(48, ge=0)  # characters a title may add to the original
+    max_selling_points: int = Field(2, ge=0)  # selling points a title may add
+    audience_min_similarity: float = Field(0.25, ge=-1, le=1)  # phrase vs profile and vs ad
+    recent_clicks: int = Field(10, gt=0)  # the window of short-term interests
+    # chat teacher: an OpenAI-compatible endpoint, e.g. `vllm serve` with a large model
+    url_env: str = "CF_TEACHER_URL"  # base URL, e.g. http://127.0.0.1:8000/v1
+    model_env: str = "CF_TEACHER_MODEL"
+    api_key_env: str = "CF_TEACHER_API_KEY"  # never in the config file or logs
+    timeout_s: float = Field(60, gt=0)
+    retries: int = Field(3, ge=0)  # per call, exponential backoff; then recorded as failed
+    backoff_s: float = Field(1.0, ge=0)
+    concurrency: int = Field(4, gt=0)
+    cache_dir: Path = Path("var/cache/teacher")  # replies by prompt hash: a re-run costs nothing
+
+
+class DatasetSettings(_Section):
+    examples_per_user: int = Field(2, gt=0)  # target ads per user: the last click, then earlier
+    query_share: float = Field(0.5, ge=0, le=1)  # examples made query-aware (when the ad has one)
+    eval_share: float = Field(0.1, ge=0, lt=1)  # users held out for `eval creator`
+    max_users: int | None = Field(None, gt=0)
+    seed: int = 7
+
+
+class CreatorTrainSettings(_Section):
+    epochs: int = Field(6, gt=0)
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    gen_weight: float = Field(1.0, ge=0)
+    cls_weight: float = Field(1.0, ge=0)  # click classification through the Item-User Predictor
+    align_weight: float = Field(1.0, ge=0)  # InfoNCE: U vs the interest-description feature V
+    recon_weight: float = Field(1.0, ge=0)  # decode the interest description from U
+    temperature: float = Field(0.1, gt=0)
+    hllm: Literal["frozen", "end_to_end"] = "frozen"  # end_to_end also trains User LLM + predictor
+    hllm_lr: float = Field(1e-4, gt=0)
+    seed: int = 7
+    checkpoint_every: int = Field(50, gt=0)
+
+
+class CreatorEvalSettings(_Section):
+    max_examples: int = Field(300, gt=0)  # held-out examples generated for the metrics
+    same_margin: float = Field(0.01, ge=0)  # |cos gain| below this counts as Same
+    ads: int = Field(40, gt=0)  # ads generated for every cluster in distinct-n
+    clusters: int = Field(8, gt=1)  # k-means over held-out users' embeddings for distinct-n
+    judge_max_pairs: int = Field(100, gt=0)  # LLM-judge GSB when the judge endpoint is set
+    judge_url_env: str = "CF_JUDGE_URL"
+    judge_model_env: str = "CF_JUDGE_MODEL"
+    judge_api_key_env: str = "CF_JUDGE_API_KEY"
+
+
 class Creator(_Section):
     """Creative LLM: CoT data, training, evaluation (issue 5)."""
 
     model_dir: Path = Path("var/models/creator")
+    prompts_dir: Path = Path("config/prompts")  # chat teacher and judge prompts (data files)
+    device: str = "auto"  # training: cuda when present, else cpu
+    model: CreatorModelSettings = CreatorModelSettings()
+    teacher: TeacherSettings = TeacherSettings()
+    dataset: DatasetSettings = DatasetSettings()
+    train: CreatorTrainSettings = CreatorTrainSettings()
+    eval: CreatorEvalSettings = CreatorEvalSettings()
+
+
+class VLLMSettings(_Section):
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1)  # CPU: share of the NUMA node's memory
+    enforce_eager: bool = True  # no torch.compile warm-up (about 40 s of start-up on CPU)
+    max_num_seqs: int = Field(256, gt=0)
+    reserved_cpus: int | None = 0  # CPU: cores vLLM keeps free (its default reserves one)
 
 
 class Generate(_Section):
-    """generate (issue 5)."""
+    """generate (issue 5): batched titles for the generation requests, sharded."""
+
+    backend: Literal["vllm", "hf"] = "vllm"  # hf: transformers `generate`, where vLLM cannot run
+    shards: int = Field(2, gt=0, le=256)  # mapped Airflow tasks
+    process_per_shard: bool = True  # Airflow: each shard in its own process (engine exits with it)
+    batch_size: int = Field(64, gt=0)  # hf backend: requests per `generate` call
+    temperature: float = Field(0.0, ge=0)  # 0 = greedy; > 0 samples with a seed per request
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = 7  # mixed with each request_id into the request's seed
+    chunk_size: int = Field(512, gt=0)  # requests per written part: a killed shard resumes there
+    cache_dir: Path = Path("var/cache/generations")  # past outputs by request_id (reuse)
+    vllm: VLLMSettings = VLLMSettings()
 
 
 class Badcase(_Section):
@@ -272,6 +366,9 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     cfg.hllm.model_dir = res(cfg.hllm.model_dir)
     cfg.hllm.cache_dir = res(cfg.hllm.cache_dir)
     cfg.creator.model_dir = res(cfg.creator.model_dir)
+    cfg.creator.prompts_dir = res(cfg.creator.prompts_dir)
+    cfg.creator.teacher.cache_dir = res(cfg.creator.teacher.cache_dir)
+    cfg.generate.cache_dir = res(cfg.generate.cache_dir)
     for name in ("marketing_phrases", "audience_phrases", "stopwords", "sensitive_terms",
                  "profanity", "location_ignore", "thresholds", "labeled_set"):
         setattr(cfg.badcase, name, res(getattr(cfg.badcase, name)))
