@@ -124,6 +124,9 @@ def run_shard(cfg: Config, cycle_id: str, shard: int, force: bool = False,
     version = fp["model_version"]
     max_history = cfg.hllm.user_llm.max_history
     batch = cfg.hllm.embed.user_batch_size
+    import time
+
+    started = time.time()
     counts = {"users": 0, "embedded": 0, "skipped_empty_history": 0, "rejected_non_finite": 0,
               "truncated_histories": 0, "unknown_items_dropped": 0}
     work.mkdir(parents=True, exist_ok=True)
@@ -170,6 +173,7 @@ def run_shard(cfg: Config, cycle_id: str, shard: int, force: bool = False,
                     "model_version": pa.array([version] * len(keep), pa.string()),
                 }, schema=schema))
     bar.close()
+    counts["seconds"] = round(time.time() - started, 3)  # summed over shards in the manifest
     os.replace(tmp, out)
     done.write_text(json.dumps(counts))  # written last: the shard is complete
     log.info("%s shard %d/%d: %s", STAGE, shard, n_shards, counts)

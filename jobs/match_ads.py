@@ -60,7 +60,7 @@ def request_id(ad_content_hash: str, cluster_id: int, centroid_version: str, str
 def _matrix(table: pa.Table, column: str) -> np.ndarray:
     arr = table.column(column).combine_chunks()
     n = table.num_rows
-    return np.asarray(arr.flatten(), dtype=np.float32).reshape(n, -1) if n else \
+    return np.array(arr.flatten(), dtype=np.float32).reshape(n, -1) if n else \
         np.zeros((0, 0), dtype=np.float32)
 
 
