@@ -102,11 +102,11 @@ def read_lines(path: Path) -> list[str]:
 class PhraseIndex:
     """Token-sequence phrases (stemmed), matched greedily longest-first."""
 
-    def __init__(self, phrases: Iterable[str]):
+    def __init__(self, phrases: Iterable[str], stemmed: bool = True):
         self.by_first: dict[tuple[str, str], list[tuple[tuple[str, str], ...]]] = {}
         self.phrases: dict[tuple[tuple[str, str], ...], str] = {}
         for p in phrases:
-            key = tuple(stems(p))
+            key = tuple(stems(p) if stemmed else tokens(p))
             if key:
                 self.phrases.setdefault(key, p)
                 self.by_first.setdefault(key[0], []).append(key)
@@ -154,15 +154,22 @@ def default_grounding() -> GroundingLexicons:
     return GroundingLexicons.load(bc.marketing_phrases, bc.audience_phrases, bc.stopwords)
 
 
+NUMBER_WINDOW = 3  # content words either side of a number that give it its meaning
+
+
 def source_keys(original_title: str, selling_points: Iterable[str] | None,
-                query: str | None) -> tuple[set[str], set[str]]:
-    """(grounded word stems, grounded number values) of an ad's source texts."""
+                query: str | None) -> tuple[set[str], dict[str, list[set[str]]]]:
+    """(grounded word stems, number value -> content-word stems of each source text that
+    holds it) of an ad's source texts."""
     words: set[str] = set()
-    numbers: set[str] = set()
+    numbers: dict[str, list[set[str]]] = {}
     for text in [original_title or "", *(selling_points or []), query or ""]:
         toks = tokens(text)
+        text_words = {stem(v) for k, v in toks if k == "w"}
+        words |= text_words
         for k, v in toks:
-            (words if k == "w" else numbers).add(stem(v) if k == "w" else v)
+            if k == "n":
+                numbers.setdefault(v, []).append(text_words)
         for (k1, a), (k2, b) in zip(toks, toks[1:], strict=False):
             if k1 == k2 == "w":  # "ear buds" grounds "earbuds"
                 words.add(stem(a + b))
@@ -184,7 +191,13 @@ def fabrication_findings(title: str, original_title: str, selling_points: Iterab
         if covered[i]:
             continue
         if kind == "n":
-            if key not in numbers:
+            # a number is grounded when the ad says it in a text that shares a content word
+            # with the number's neighbours ("Buy 2, get 5 free" is not grounded by "Rated 4.7
+            # out of 5"); a bare number only needs the value
+            near = {v for k, v in toks[max(0, i - NUMBER_WINDOW) : i + NUMBER_WINDOW + 1]
+                    if k == "w" and v not in lex.stopwords}
+            texts = numbers.get(key)
+            if not texts or (near and not any(near & t for t in texts)):
                 f = ("fabricated_number", key)
                 if f not in seen:
                     seen.add(f)
@@ -355,18 +368,19 @@ def gazetteer(settings: dict, ignore: Iterable[str], grounding: GroundingLexicon
     for state in gc.get_us_states().values():
         names.add(state["name"])
     names.update(settings.get("extra_places", []))
-    skip = {stem(normalize(w)) for w in ignore} | set(grounding.stopwords)
-    # a one-word place that is a marketing/audience word ("Home") is not a place here
-    skip |= {key[0][1] for key in grounding.allowed.phrases if len(key) == 1}
+    # matched on unstemmed words: stemming would make "Homs" a "home" and "Daye" a "day"
+    skip = {normalize(w) for w in ignore} | set(grounding.stopwords)
+    # a one-word place that is a marketing/audience word ("Nice") is not a place here
+    skip |= {normalize(p) for key, p in grounding.allowed.phrases.items() if len(key) == 1}
     keep = []
     for n in names:
-        key = stems(n)
+        key = tokens(n)
         if not key or all(k == "n" for k, _ in key):
             continue
         if len(key) == 1 and (key[0][1] in skip or len(key[0][1]) < 3):
             continue
         keep.append(n)
-    return PhraseIndex(keep)
+    return PhraseIndex(keep, stemmed=False)
 
 
 @functools.lru_cache(maxsize=4)
@@ -454,7 +468,7 @@ def _quantities(text_norm: str, lex: Lexicons) -> dict[tuple[str, str], str]:
                     out[(number_value(m.group(g)), unit)] = m.group(0)
     toks = tokens(text_norm)
     stemmed = [(k, stem(v) if k == "w" else v) for k, v in toks]
-    for i, j, phrase in lex.unit_prefixes.matches(stemmed):
+    for _i, j, phrase in lex.unit_prefixes.matches(stemmed):
         if j < len(toks) and toks[j][0] == "n":
             unit = "|".join(v for _, v in stems(phrase))
             out[(toks[j][1], unit)] = f"{phrase} {toks[j][1]}"
@@ -529,11 +543,12 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
         if (v, unit) not in src_q:  # a value the ad gives another unit, or a new quantity
             found.append(("changed_quantity", written))
 
-    # places absent from the ad's texts
-    src_set = set(src_toks)
-    src_seq = tuple(src_toks)
-    for i, j, place in longest(lex.places.matches(toks)):
-        key = tuple(toks[i:j])
+    # places absent from the ad's texts (unstemmed words, like the gazetteer)
+    src_raw = [t for s in src_texts for t in tokens(s)]
+    src_set = set(src_raw)
+    src_seq = tuple(src_raw)
+    for i, j, place in longest(lex.places.matches(raw)):
+        key = tuple(raw[i:j])
         if len(key) == 1 and key[0] in src_set:
             continue
         if len(key) > 1 and any(src_seq[k : k + len(key)] == key for k in range(len(src_seq))):

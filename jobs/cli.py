@@ -225,6 +225,65 @@ def eval_hllm_cmd(
     typer.echo(json.dumps({"model": str(artifact), **metrics}, indent=2))
 
 
+@app.command("kill-badcases")
+@friendly
+def kill_badcases_cmd(
+    cycle_id: CycleOpt,
+    force: ForceOpt = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Stage 7: the Badcase Killer's rules over the generations -> verdicts and passing."""
+    from jobs import kill_badcases
+
+    _log_to_console()
+    m = kill_badcases.run(load_config(config, set_), cycle_id, force=force)
+    c = m["counts"]
+    typer.echo(f"kill_badcases {'skipped (up to date)' if m['skipped'] else 'done'}: "
+               f"{m['path']}\n  {c['passed']:,} of {c['generations']:,} passed, "
+               f"{c['killed']:,} killed; by reason {m['kills_by_reason']}")
+
+
+@app.command("publish-library")
+@friendly
+def publish_library_cmd(
+    cycle_id: CycleOpt,
+    force: ForceOpt = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Stage 8: gate the passing variants and publish them as library version CYCLE_ID."""
+    from jobs import publish_library
+
+    _log_to_console()
+    m = publish_library.run(load_config(config, set_), cycle_id, force=force)
+    up = m["upload"]
+    typer.echo(f"publish_library {'skipped (up to date)' if m['skipped'] else 'done'}: "
+               f"{m['outputs']['library']['path']} ({m['outputs']['library']['rows']:,} "
+               f"variants, {m['objects']} objects: {up['uploaded']} uploaded, {up['same']} "
+               f"unchanged); LATEST {m['latest_before']} -> {m['latest_after']}")
+
+
+@eval_app.command("badcase")
+@friendly
+def eval_badcase_cmd(
+    labeled: Annotated[Path | None, typer.Option(
+        help="Labeled titles (JSONL; default badcase.labeled_set).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Precision and recall of each Badcase Killer rule on the labeled set, as a table."""
+    from jobs.kill_badcases import evaluate_labeled, format_eval
+
+    cfg = load_config(config, set_)
+    typer.echo(format_eval(evaluate_labeled(cfg, labeled or cfg.badcase.labeled_set)))
+
+
+from jobs.library_cli import library_app  # noqa: E402  (a sub-app: imports nothing heavy)
+
+app.add_typer(library_app, name="library")
+
+
 @app.command("run-cycle")
 @friendly
 def run_cycle(
