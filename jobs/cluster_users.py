@@ -65,9 +65,11 @@ def _fit_space(x: np.ndarray, metric: str) -> np.ndarray:
     return x
 
 
-def load_embeddings(path: Path) -> tuple[pa.Array, np.ndarray, dict[str, int], pa.Table]:
-    """All user embeddings: (user_ids, X (N, d) float32, rejected counts, rejected rows).
-    Non-finite and zero vectors are rejected with a reason (a zero vector has no direction)."""
+def load_embeddings(path: Path, metric: str) -> tuple[pa.Array, np.ndarray, np.ndarray,
+                                                      dict[str, int], pa.Table]:
+    """All user embeddings in the fit space: (user_ids, X (N, d) float32 — unit rows for
+    cosine, normalized in place to hold one copy —, norms (N,), rejected counts, rejected
+    rows). Non-finite and zero vectors are rejected with a reason (no direction)."""
     table = pq.read_table(path, columns=["user_id", "embedding"])
     n = table.num_rows
     if n == 0:
@@ -83,7 +85,28 @@ def load_embeddings(path: Path) -> tuple[pa.Array, np.ndarray, dict[str, int], p
                          "reason": pa.array(reason.tolist(), pa.string())})
     counts = {"non_finite": int((~finite).sum()), "zero_vector": int(zero.sum())}
     users = table.column("user_id").filter(pa.array(~bad)).combine_chunks()
-    return users, x[~bad], counts, rejected
+    x = x[~bad]  # a writable copy; the Arrow buffers are released on return
+    del table, emb
+    norms = np.linalg.norm(x, axis=1)
+    if metric == "cosine":
+        x /= norms[:, None]
+    return users, x, norms, counts, rejected
+
+
+def assign_all(xf: np.ndarray, centers: np.ndarray, metric: str, batch: int) -> np.ndarray:
+    """Nearest center row of every user, in batches (a (batch, K) distance block at a time)."""
+    return np.concatenate([nearest(xf[s:s + batch], centers, metric)[0]
+                           for s in range(0, len(xf), batch)]) if len(xf) else \
+        np.zeros(0, dtype=np.int64)
+
+
+def sum_by(labels: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
+    """(k, ...) sums of `values` rows per label (a sparse product: fast at 1M rows)."""
+    from scipy.sparse import csr_matrix
+
+    onehot = csr_matrix((np.ones(len(labels), dtype=np.float64), (labels, np.arange(len(labels)))),
+                        shape=(k, len(labels)))
+    return np.asarray(onehot @ values.astype(np.float64, copy=False).reshape(len(labels), -1))
 
 
 # ------------------------------------------------------------------------------ fitting
@@ -100,7 +123,7 @@ def _kmeans_sklearn(xf: np.ndarray, k: int, init: np.ndarray | None, cfg: Config
             sample = xf[rng.choice(len(xf), c.init_sample, replace=False)]
             init = KMeans(k, init="k-means++", n_init=1, max_iter=c.max_iter,
                           random_state=c.seed).fit(sample).cluster_centers_
-        km = KMeans(k, init="k-means++" if init is None else init, n_init=1,
+        km = KMeans(k, init="k-means++" if init is None else init, n_init=1, copy_x=False,
                     max_iter=c.max_iter, random_state=c.seed).fit(xf)
     for w in caught:  # e.g. fewer distinct points than K: the extra clusters end up empty
         log.warning("%s: k-means: %s", STAGE, w.message)
@@ -230,8 +253,7 @@ def _drift(fit: Fit, xf: np.ndarray, labels: np.ndarray, metric: str) -> np.ndar
     """Per fitted row: how far the members' mean moved from the center (1 - cos for cosine,
     relative Euclidean distance otherwise); NaN for rows without members."""
     k, d = fit.centers.shape
-    sums = np.zeros((k, d), dtype=np.float64)
-    np.add.at(sums, labels, xf)
+    sums = sum_by(labels, xf, k)
     counts = np.bincount(labels, minlength=k)
     out = np.full(k, np.nan, dtype=np.float32)
     has = counts > 0
@@ -285,23 +307,24 @@ def _overlap(prev_manifest: dict, users: pa.Array, labels: np.ndarray, old: Fit,
     return overlap
 
 
-def fit_or_reuse(cfg: Config, cycle_id: str, users: pa.Array, x: np.ndarray,
-                 embeddings_path: Path, hllm_version: str) -> tuple[Fit, dict[str, Any]]:
-    """This cycle's centroids: the previous ones, or a refit with ids matched to them."""
+def fit_or_reuse(cfg: Config, cycle_id: str, users: pa.Array, xf: np.ndarray,
+                 norms: np.ndarray, embeddings_path: Path,
+                 hllm_version: str) -> tuple[Fit, dict[str, Any]]:
+    """This cycle's centroids: the previous ones, or a refit with ids matched to them.
+    xf (N, d): users in the fit space; norms (N,): their embeddings' norms."""
     c = cfg.cluster
-    n, dim = x.shape
+    n, dim = xf.shape
     k = max(1, min(c.k, n // c.min_cluster_size))
     if k < c.k:
         log.warning("%s: %d users allow at most %d clusters of at least %d users: K lowered "
                     "from %d to %d", STAGE, n, k, c.min_cluster_size, c.k, k)
     prev, prev_manifest = previous_fit(cfg, cycle_id)
-    xf = _fit_space(x, c.metric)
     reason = _refit_reason(cfg, cycle_id, prev, prev_manifest, dim, hllm_version)
     info: dict[str, Any] = {"k_requested": c.k, "k_fitted": k,
                             "previous_cycle_id": prev_manifest["cycle_id"] if prev else None,
                             "previous_centroid_version": prev.version if prev else None}
     if reason is None:
-        labels, _ = nearest(xf, prev.centers, c.metric)
+        labels = assign_all(xf, prev.centers, c.metric, c.batch_size)
         drift = _drift(prev, xf, labels, c.metric)
         sizes = np.bincount(labels, minlength=len(prev.ids))
         mean_drift = float(np.nansum(drift * sizes) / max(sizes.sum(), 1))
@@ -317,7 +340,7 @@ def fit_or_reuse(cfg: Config, cycle_id: str, users: pa.Array, x: np.ndarray,
         centers = _kmeans_spark(embeddings_path, k, cfg)
     else:
         centers = _kmeans_sklearn(xf, k, init, cfg)
-    labels, _ = nearest(xf, centers, c.metric)
+    labels = assign_all(xf, centers, c.metric, c.batch_size)
     overlap = None
     if prev is not None and not same_space:
         overlap = _overlap(prev_manifest, users, labels, prev, k)
@@ -326,7 +349,6 @@ def fit_or_reuse(cfg: Config, cycle_id: str, users: pa.Array, x: np.ndarray,
     ids, centers = ids[order], centers[order]
     labels = np.argsort(order)[labels]
     # centroid in the embedding space: the center's direction at the members' mean norm
-    norms = np.linalg.norm(x, axis=1)
     scale = np.bincount(labels, weights=norms, minlength=k) / np.maximum(
         np.bincount(labels, minlength=k), 1)
     centroids = centers * np.where(scale > 0, scale, 1.0)[:, None] if c.metric == "cosine" \
@@ -359,14 +381,13 @@ def cluster(cfg: Config, cycle_id: str, embeddings_path: Path, hllm_version: str
             out: Path) -> dict[str, Any]:
     """Fit (or reuse) centroids, assign every user, apply the privacy floor; write `out`."""
     c = cfg.cluster
-    users, x, rejected_counts, rejected = load_embeddings(embeddings_path)
-    if len(x) < c.min_cluster_size:
-        raise UserError(f"{STAGE}: {len(x)} users with usable embeddings, fewer than the "
+    users, xf, norms, rejected_counts, rejected = load_embeddings(embeddings_path, c.metric)
+    if len(xf) < c.min_cluster_size:
+        raise UserError(f"{STAGE}: {len(xf)} users with usable embeddings, fewer than the "
                         f"privacy floor cluster.min_cluster_size={c.min_cluster_size}: no "
                         "cluster could be published")
-    fit, info = fit_or_reuse(cfg, cycle_id, users, x, embeddings_path, hllm_version)
+    fit, info = fit_or_reuse(cfg, cycle_id, users, xf, norms, embeddings_path, hllm_version)
     drift = info.pop("drift")
-    xf = _fit_space(x, c.metric)
     # pass 1: sizes on every fitted centroid, then the privacy merge (centroids stay fixed)
     sizes = np.zeros(len(fit.ids), dtype=np.int64)
     for _, xb in _batches(users, xf, c.batch_size):
@@ -406,14 +427,14 @@ def cluster(cfg: Config, cycle_id: str, embeddings_path: Path, hllm_version: str
     pq.write_table(rejected, out / "rejected.parquet")
     sizes_active = final_sizes[keep]
     summary = {
-        **info, "users": int(len(x)), "rejected": rejected_counts,
+        **info, "users": int(len(xf)), "rejected": rejected_counts,
         "k_active": int(len(keep)), "merged_into": merged,
         "size_min": int(sizes_active.min()), "size_median": float(np.median(sizes_active)),
         "size_max": int(sizes_active.max()),
         "mean_drift": info.get("mean_drift", round(float(np.nanmean(drift)), 6)
                                if np.isfinite(drift).any() else None)}
     return {"fit": fit, "summary": summary, "rows": {
-        "centroids": len(keep), "assignments": int(len(x)), "rejected": rejected.num_rows}}
+        "centroids": len(keep), "assignments": int(len(xf)), "rejected": rejected.num_rows}}
 
 
 def run(cfg: Config, cycle_id: str, force: bool = False) -> dict[str, Any]:
