@@ -202,7 +202,8 @@ def write_objects(table: pa.Table, out: Path, reports: list[Path], report_root: 
     adv_dir.mkdir()
     adv = table.column("advertiser_id")
     # rows are sorted by advertiser: each advertiser is one contiguous slice
-    bounds = pc.run_end_encode(adv).run_ends.to_pylist() if table.num_rows else []
+    bounds = (pc.run_end_encode(adv.combine_chunks()).run_ends.to_pylist()
+              if table.num_rows else [])
     start = 0
     for end in bounds:
         part = table.slice(start, end - start)
