@@ -119,6 +119,26 @@ def match_ads_task(data_interval_end: datetime | None) -> dict:
     return _cycle_call(data_interval_end, stage)
 
 
+def spark_mode_task() -> str:
+    """Which extract_features task runs: in-process for a local master, spark-submit to a
+    cluster otherwise (the `creative_factory_spark` Airflow connection names the master)."""
+    from jobs.config import load_config
+
+    master = load_config().spark.master
+    return "extract_features" if master.startswith("local") else "extract_features_submit"
+
+
+def report_task(data_interval_end: datetime | None) -> dict:
+    from jobs import report
+
+    def stage(cfg, cycle_id):
+        m = report.run(cfg, cycle_id)
+        log.info("cycle report: %s", m["outputs"]["report_html"]["path"])
+        return {**_pointer("report", m), "headline": m["headline"]}
+
+    return _cycle_call(data_interval_end, stage)
+
+
 def train_hllm_task(cycle_id: str | None) -> dict:
     """Train a new HLLM version (never promoted here: see promote_hllm_task)."""
     from jobs.config import load_config

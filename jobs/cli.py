@@ -180,6 +180,25 @@ def match_ads_cmd(
                f"(user, ad); issues {s['ad_issues']}")
 
 
+@app.command("report")
+@friendly
+def report_cmd(
+    cycle_id: CycleOpt,
+    force: ForceOpt = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Stage 9: the cycle report (HTML with plots, Markdown summary) from every manifest."""
+    from jobs import report
+
+    _log_to_console()
+    m = report.run(load_config(config, set_), cycle_id, force=force)
+    typer.echo(f"report {'skipped (up to date)' if m['skipped'] else 'done'}: "
+               f"{m['outputs']['report_html']['path']}")
+    for k, v in m["headline"].items():
+        typer.echo(f"  {k}: {v}")
+
+
 train_app = typer.Typer(help="Train models.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate models.", no_args_is_help=True)
 app.add_typer(train_app, name="train")

@@ -116,14 +116,12 @@ def _kmeans_sklearn(xf: np.ndarray, k: int, init: np.ndarray | None, cfg: Config
     from sklearn.exceptions import ConvergenceWarning
 
     c = cfg.cluster
+    if len(xf) > c.fit_sample:  # centroids from a uniform sample; every user is assigned
+        rng = np.random.default_rng(c.seed)
+        xf = xf[np.sort(rng.choice(len(xf), c.fit_sample, replace=False))]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        if init is None and len(xf) > c.init_sample:  # seed k-means++ on a sample: O(sample*K)
-            rng = np.random.default_rng(c.seed)
-            sample = xf[rng.choice(len(xf), c.init_sample, replace=False)]
-            init = KMeans(k, init="k-means++", n_init=1, max_iter=c.max_iter,
-                          random_state=c.seed).fit(sample).cluster_centers_
-        km = KMeans(k, init="k-means++" if init is None else init, n_init=1, copy_x=False,
+        km = KMeans(k, init="k-means++" if init is None else init, n_init=1,
                     max_iter=c.max_iter, random_state=c.seed).fit(xf)
     for w in caught:  # e.g. fewer distinct points than K: the extra clusters end up empty
         log.warning("%s: k-means: %s", STAGE, w.message)

@@ -133,7 +133,7 @@ class Cluster(_Section):
     refit_every_hours: float = Field(120, gt=0)  # full refit cadence; users are assigned every cycle
     refit_drift: float = Field(0.25, gt=0)  # also refit when the size-weighted mean drift passes this
     max_iter: int = Field(50, gt=0)
-    init_sample: int = Field(200_000, gt=0)  # k-means++ seeding runs on a sample of this many users
+    fit_sample: int = Field(200_000, gt=0)  # centroids are fitted on a sample of this many users
     batch_size: int = Field(65_536, gt=0)  # users per assignment batch (memory bound)
     seed: int = 7
 
@@ -144,7 +144,7 @@ class Match(_Section):
     query_free_top: int = Field(5, gt=0)  # query-free requests for the ad's top clusters
     query_aware_top: int = Field(1, ge=0)  # clusters that also get query-aware requests
     queries_per_ad: int = Field(1, ge=0)  # top-N search queries of the ad (from ad_queries)
-    candidates: int = Field(16, ge=0)  # clusters per ad the predictor re-ranks (0 = all)
+    candidates: int = Field(8, ge=0)  # clusters per ad the predictor re-ranks (0 = all)
     batch_size: int = Field(8192, gt=0)  # (ad, cluster) pairs per predictor batch
 
 
@@ -168,7 +168,7 @@ class TeacherSettings(_Section):
     kind: Literal["grounded", "chat"] = "grounded"
     max_added_chars: int = Field(48, ge=0)  # characters a title may add to the original
     max_selling_points: int = Field(2, ge=0)  # selling points a title may add
-    audience_min_similarity: float = Field(0.25, ge=-1, le=1)  # phrase vs profile and vs ad
+    audience_min_z: float = Field(2.0)  # phrase must stand out (z-score) for the profile and the ad
     recent_clicks: int = Field(10, gt=0)  # the window of short-term interests
     # chat teacher: an OpenAI-compatible endpoint, e.g. `vllm serve` with a large model
     url_env: str = "CF_TEACHER_URL"  # base URL, e.g. http://127.0.0.1:8000/v1

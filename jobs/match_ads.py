@@ -65,9 +65,11 @@ def _matrix(table: pa.Table, column: str) -> np.ndarray:
 
 
 def score_clusters(predictor, items: np.ndarray, centroids: np.ndarray, top: int,
-                   candidates: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+                   candidates: int, batch_size: int,
+                   device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """(ranks (A, top) rows of `centroids`, scores (A, top) click probabilities), best first.
-    items (A, d) ad embeddings; centroids (K, d). Ties break on the lower row."""
+    items (A, d) ad embeddings; centroids (K, d). Ties break on the lower row. The
+    predictor runs on `device` (cuda when present: scoring every cluster is cheap there)."""
     import torch
 
     n_ads, k = len(items), len(centroids)
@@ -85,12 +87,13 @@ def score_clusters(predictor, items: np.ndarray, centroids: np.ndarray, top: int
     pairs_item = np.repeat(np.arange(n_ads), m)
     pairs_cent = cand.reshape(-1)
     probs = np.empty(len(pairs_item), dtype=np.float32)
-    it, ce = torch.from_numpy(items), torch.from_numpy(centroids)
+    predictor = predictor.to(device)
+    it, ce = torch.from_numpy(items).to(device), torch.from_numpy(centroids).to(device)
     with torch.inference_mode():
         for s in range(0, len(probs), batch_size):
-            i = torch.from_numpy(pairs_item[s:s + batch_size])
-            c = torch.from_numpy(pairs_cent[s:s + batch_size])
-            probs[s:s + batch_size] = torch.sigmoid(predictor(ce[c], it[i])).numpy()
+            i = torch.from_numpy(pairs_item[s:s + batch_size]).to(device)
+            c = torch.from_numpy(pairs_cent[s:s + batch_size]).to(device)
+            probs[s:s + batch_size] = torch.sigmoid(predictor(ce[c], it[i])).float().cpu().numpy()
     probs = probs.reshape(n_ads, m)
     order = np.lexsort((cand, -probs))[:, :top]  # by score, then by row
     return np.take_along_axis(cand, order, 1), np.take_along_axis(probs, order, 1)
@@ -139,8 +142,10 @@ def match(cfg: Config, cycle_id: str, manifests: dict[str, dict], predictor, hll
     cluster_ids = np.asarray(cents.column("cluster_id"), dtype=np.int32)
     top = max(mc.query_free_top, mc.query_aware_top)
     if len(matched):
+        from jobs.embed_items import device_for
+
         ranks, scores = score_clusters(predictor, items, centroids, top, mc.candidates,
-                                       mc.batch_size)
+                                       mc.batch_size, device_for(cfg))
     else:
         log.warning("%s: cycle %s has no active ad with an item embedding: no requests",
                     STAGE, cycle_id)
