@@ -164,3 +164,95 @@ def promote_hllm_task(trained: dict) -> dict:
         return promote_if_better(load_config(), Path(trained["path"]), trained["cycle_id"])
     except UserError as exc:
         raise _fail_fast(exc) from None
+
+
+# ----- Creative LLM (issue 5): training DAG and the cycle's generate stage -----------------
+
+def ensure_creator_task(data_interval_end: datetime | None) -> dict:
+    """The Creative LLM version the cycle uses; on a machine without one, build the dataset
+    and train the default on this cycle (the training DAG trains and promotes in production).
+    Needs the cycle's embed_users (user embeddings are the training input U)."""
+    from jobs.creator_models import artifact_version, current_artifact
+
+    def ensure(cfg, cycle_id):
+        artifact = current_artifact(cfg)
+        if artifact is None:
+            from jobs import build_dataset
+            from jobs.train_creator import train
+
+            log.warning("no trained Creative LLM in %s: training the default on cycle %s",
+                        cfg.creator.model_dir, cycle_id)
+            build_dataset.run(cfg, cycle_id, progress=False)
+            artifact = train(cfg, cycle_id, progress=False)
+        return {"model_version": artifact_version(artifact), "path": str(artifact)}
+
+    return _cycle_call(data_interval_end, ensure)
+
+
+def build_dataset_task(cycle_id: str | None) -> dict:
+    """CoT training data on a cycle (default: the latest with features)."""
+    from jobs import build_dataset
+    from jobs.config import load_config
+    from jobs.hllm_models import latest_feature_cycle
+
+    try:
+        cfg = load_config()
+        cycle_id = cycle_id or latest_feature_cycle(cfg)
+        m = build_dataset.run(cfg, cycle_id, progress=False)
+    except UserError as exc:
+        raise _fail_fast(exc) from None
+    return {"cycle_id": cycle_id, **_pointer("build_dataset", m), "counts": m["counts"]}
+
+
+def train_creator_task(built: dict) -> dict:
+    """Train a new Creative LLM version on the dataset's cycle (never promoted here)."""
+    from jobs.config import load_config
+    from jobs.train_creator import train
+
+    try:
+        path = train(load_config(), built["cycle_id"], promote_if_none=False, progress=False)
+    except UserError as exc:
+        raise _fail_fast(exc) from None
+    return {"cycle_id": built["cycle_id"], "path": str(path)}
+
+
+def promote_creator_task(trained: dict) -> dict:
+    from pathlib import Path
+
+    from jobs.config import load_config
+    from jobs.creator_models import promote_if_better
+
+    try:
+        return promote_if_better(load_config(), Path(trained["path"]), trained["cycle_id"])
+    except UserError as exc:
+        raise _fail_fast(exc) from None
+
+
+def plan_generate_shards_task() -> list[int]:
+    from jobs.config import load_config
+
+    return list(range(load_config().generate.shards))
+
+
+def generate_shard_task(data_interval_end: datetime | None, shard: int) -> dict:
+    """One generation shard. With `generate.process_per_shard` (default) it runs in a child
+    process, so the vLLM engine's processes end with it and never hold the task open."""
+    from jobs import generate
+
+    def one(cfg, cycle_id):
+        if cfg.generate.process_per_shard:
+            generate.run_shard_in_process([], cycle_id, shard)
+            return {"shard": shard, **generate.run_shard(cfg, cycle_id, shard, progress=False)}
+        return {"shard": shard, **generate.run_shard(cfg, cycle_id, shard, progress=False)}
+
+    return _cycle_call(data_interval_end, one)
+
+
+def generate_commit_task(data_interval_end: datetime | None) -> dict:
+    from jobs import generate
+
+    def commit(cfg, cycle_id):
+        m = generate.commit(cfg, cycle_id)
+        return {**_pointer("generate", m), "counts": m["counts"]}
+
+    return _cycle_call(data_interval_end, commit)

@@ -244,6 +244,88 @@ def eval_hllm_cmd(
     typer.echo(json.dumps({"model": str(artifact), **metrics}, indent=2))
 
 
+@app.command("build-dataset")
+@friendly
+def build_dataset_cmd(
+    cycle_id: CycleOpt,
+    force: ForceOpt = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Creative LLM training data: profile -> interest-driven title -> hallucination filter."""
+    from jobs import build_dataset
+
+    _log_to_console()
+    m = build_dataset.run(load_config(config, set_), cycle_id, force=force)
+    typer.echo(f"build_dataset {'skipped (up to date)' if m['skipped'] else 'done'}: "
+               f"{m['path']}\n{json.dumps(m['counts'], indent=2)}")
+
+
+@train_app.command("creator")
+@friendly
+def train_creator_cmd(
+    cycle_id: Annotated[str, typer.Option(help="Train on this cycle's build_dataset output.")],
+    out: Annotated[Path | None, typer.Option(help="Artifact directory (default: by version).")]
+    = None,
+    resume: Annotated[bool, typer.Option(help="Resume a killed run from its checkpoint.")]
+    = True,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train the Creative LLM (gen + cls + align + recon losses); evaluates it after."""
+    from jobs.train_creator import train
+
+    _log_to_console()
+    path = train(load_config(config, set_), cycle_id, out_dir=out, resume=resume)
+    metrics = json.loads((path / "creator.json").read_text()).get("metrics")
+    typer.echo(f"Creative LLM artifact: {path}\n{json.dumps(metrics, indent=2)}")
+
+
+@eval_app.command("creator")
+@friendly
+def eval_creator_cmd(
+    cycle_id: Annotated[str, typer.Option(help="Evaluate on this cycle's held-out users.")],
+    model: Annotated[Path | None, typer.Option(help="Creative LLM artifact (default: CURRENT).")]
+    = None,
+    backend: Annotated[str, typer.Option(help="Generation engine: hf or vllm.")] = "hf",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Grounding pass rate, personalization GSB, distinct-n across clusters (+ LLM judge)."""
+    from jobs.creator_models import require_artifact
+    from jobs.eval_creator import evaluate_artifact
+
+    if backend not in ("hf", "vllm"):
+        raise UserError(f"--backend must be hf or vllm, got {backend!r}")
+    cfg = load_config(config, set_)
+    artifact = model or require_artifact(cfg)
+    metrics = evaluate_artifact(cfg, artifact, cycle_id, backend=backend)
+    typer.echo(json.dumps({"model": str(artifact), **metrics}, indent=2))
+
+
+@app.command("generate")
+@friendly
+def generate_cmd(
+    cycle_id: CycleOpt,
+    shard: Annotated[int | None, typer.Option(help="Run one shard only (no commit).")] = None,
+    force: Annotated[bool, typer.Option(help="Re-run shards that are already done.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Stage 6: a title per generation request (vLLM or HF), in shards, then one commit."""
+    from jobs import generate
+
+    _log_to_console()
+    cfg = load_config(config, set_)
+    if shard is not None:
+        counts = generate.run_shard(cfg, cycle_id, shard, force=force)
+        typer.echo(f"generate shard {shard}: {json.dumps(counts)}")
+        return
+    m = generate.run(cfg, cycle_id, force=force)
+    typer.echo(f"generate {'skipped (up to date)' if m['skipped'] else 'done'}: {m['path']}\n"
+               f"{json.dumps(m['counts'], indent=2)}")
+
+
 @app.command("kill-badcases")
 @friendly
 def kill_badcases_cmd(

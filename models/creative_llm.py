@@ -1,0 +1,266 @@
+"""Creative LLM: [proj(U), ad text (, query)] -> a personalized ad title (HLLM-Creator §3.3).
+
+Any Hugging Face causal LM. The user embedding U (a user's, in training; a cluster
+centroid, at generation: same 384-d space) goes through one linear projection to the LM's
+hidden size and is placed as the first input position, before the token embeddings of
+the ad text:
+
+    position 0        1..n
+    proj(U)           <s> [TITLE] title… [POINT] point… [POINT] point… ([QUERY] query…) [OUT]
+                      -> the LM continues with the title tokens and </s>
+
+The same LM also serves the two auxiliary heads of §3.4 (shared parameters, as in §4.1.2):
+* User Feature Extractor: `<s> [PROFILE] description… [INTEREST]` -> the last layer's
+  state at [INTEREST] is the interest feature V (align loss: InfoNCE(proj(U), V));
+* User Interest Decoder: `proj(U) <s> [PROFILE]` -> the description tokens (recon loss).
+
+The default LM is a small Llama-architecture decoder with a BPE tokenizer trained here
+(jobs/creator_tokenizer.py). Saved in Hugging Face format: `lm/` is a plain
+`LlamaForCausalLM` (or the base model's class) with its tokenizer, which vLLM loads as is;
+the projection lives beside it (`user_projection.safetensors`), because the engine takes
+ready-made `prompt_embeds` and never sees U.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jobs.creator_tokenizer import INTEREST, OUT, POINT, PROFILE, QUERY, TITLE
+
+
+@dataclass
+class CreativeLLMConfig:
+    user_dim: int = 384  # width of U (the User LLM's embedding = the item space)
+    base_model: str | None = None  # a local HF causal-LM directory instead of the default
+    vocab_size: int = 4000  # default model: the trained tokenizer's size
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 704
+    max_title_tokens: int = 40
+    max_prompt_tokens: int = 128  # including the U position
+    max_new_tokens: int = 48
+    max_description_tokens: int = 96
+
+    @property
+    def max_model_len(self) -> int:
+        return max(self.max_prompt_tokens + self.max_new_tokens, self.max_description_tokens + 4)
+
+
+class CreativeLLM(nn.Module):
+    def __init__(self, config: CreativeLLMConfig, tokenizer, lm: nn.Module | None = None):
+        super().__init__()
+        from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+        self.config = config
+        self.tokenizer = tokenizer
+        if lm is None and config.base_model:
+            lm = AutoModelForCausalLM.from_pretrained(config.base_model, local_files_only=True,
+                                                      dtype=torch.float32)
+            if lm.get_input_embeddings().num_embeddings < len(tokenizer):
+                lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        elif lm is None:
+            lm = LlamaForCausalLM(LlamaConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=config.hidden_size,
+                intermediate_size=config.intermediate_size,
+                num_hidden_layers=config.num_layers,
+                num_attention_heads=config.num_heads,
+                num_key_value_heads=config.num_heads,
+                max_position_embeddings=max(256, config.max_model_len),
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                tie_word_embeddings=True,
+            ))
+        self.lm = lm
+        self.hidden_size = lm.get_input_embeddings().embedding_dim
+        self.user_proj = nn.Linear(config.user_dim, self.hidden_size)  # U -> position 0
+        ids = tokenizer.convert_tokens_to_ids
+        self.title_id, self.point_id, self.query_id, self.out_id = (
+            ids(TITLE), ids(POINT), ids(QUERY), ids(OUT))
+        self.profile_id, self.interest_id = ids(PROFILE), ids(INTEREST)
+        self.bos_id = tokenizer.bos_token_id
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    # ----- token layouts -------------------------------------------------------------
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prompt_ids(self, title: str, selling_points: list[str] | None,
+                   query: str | None) -> tuple[list[int], dict[str, int]]:
+        """The ad part of the prompt (after U). Returns (ids, truncation counts): a title
+        past `max_title_tokens` is cut; selling points are dropped from the end (then the
+        query is cut) until U + the prompt fit `max_prompt_tokens`."""
+        c = self.config
+        title_ids = self._ids(title or "")
+        counts = {"title_truncated": int(len(title_ids) > c.max_title_tokens),
+                  "points_dropped": 0, "query_truncated": 0}
+        head = [self.bos_id, self.title_id] + title_ids[: c.max_title_tokens]
+        points = [[self.point_id] + self._ids(p) for p in (selling_points or []) if p]
+        tail = [self.query_id] + self._ids(query) if query else []
+        budget = c.max_prompt_tokens - 1 - 1  # U and [OUT]
+        while points and len(head) + sum(map(len, points)) + len(tail) > budget:
+            points.pop()
+            counts["points_dropped"] += 1
+        room = budget - len(head) - sum(map(len, points))
+        if len(tail) > room:
+            tail = tail[: max(room, 0)]
+            counts["query_truncated"] = 1
+        return head + [i for p in points for i in p] + tail + [self.out_id], counts
+
+    def target_ids(self, title: str) -> list[int]:
+        return self._ids(title)[: self.config.max_new_tokens - 1] + [self.eos_id]
+
+    def description_ids(self, description: str) -> list[int]:
+        return self._ids(description)[: self.config.max_description_tokens]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    # ----- forward passes ------------------------------------------------------------
+
+    def _embed(self, users: torch.Tensor | None, seqs: list[list[int]]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded (B, T, H) input embeddings and (B, T) mask; with `users` (B, d_user),
+        proj(U) is position 0 of every row."""
+        device = self.user_proj.weight.device
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long, device=device)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long, device=device)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.as_tensor(s, device=device)
+            mask[i, : len(s)] = 1
+        x = self.lm.get_input_embeddings()(ids)  # (B, T, H)
+        if users is not None:
+            u = self.user_proj(users.to(device, x.dtype))[:, None]  # (B, 1, H)
+            x = torch.cat([u, x], dim=1)  # (B, 1 + T, H)
+            mask = torch.cat([mask.new_ones(len(seqs), 1), mask], dim=1)
+        return x, mask
+
+    def sequence_loss(self, users: torch.Tensor, prefixes: list[list[int]],
+                      targets: list[list[int]]) -> torch.Tensor:
+        """Next-token loss on `targets` only, given [proj(U), prefix] (gen and recon losses)."""
+        x, mask = self._embed(users, [p + t for p, t in zip(prefixes, targets, strict=True)])
+        labels = torch.full(mask.shape, -100, dtype=torch.long, device=x.device)
+        for i, (p, t) in enumerate(zip(prefixes, targets, strict=True)):
+            start = 1 + len(p)  # after U and the prefix
+            labels[i, start: start + len(t)] = torch.as_tensor(t, device=x.device)
+        logits = self.lm(inputs_embeds=x, attention_mask=mask).logits  # (B, T, V)
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                               ignore_index=-100)
+
+    def interest_features(self, descriptions: list[list[int]]) -> torch.Tensor:
+        """(B, H): the last layer's state at [INTEREST] after `<s> [PROFILE] description`."""
+        seqs = [[self.bos_id, self.profile_id] + d + [self.interest_id] for d in descriptions]
+        x, mask = self._embed(None, seqs)
+        hidden = self.lm(inputs_embeds=x, attention_mask=mask,
+                         output_hidden_states=True).hidden_states[-1]  # (B, T, H)
+        last = mask.sum(1) - 1
+        return hidden[torch.arange(len(seqs), device=x.device), last]
+
+    def user_features(self, users: torch.Tensor) -> torch.Tensor:
+        """(B, H): proj(U), the LM-side user representation that the align loss supervises."""
+        return self.user_proj(users.to(self.user_proj.weight.device))
+
+    def prompt_embeds(self, users: torch.Tensor, prompts: list[list[int]]) -> list[torch.Tensor]:
+        """Per request a (1 + n_i, H) tensor [proj(U), token embeddings]: what vLLM takes."""
+        with torch.no_grad():
+            x, mask = self._embed(users, prompts)
+        return [x[i, : int(mask[i].sum())].detach().cpu() for i in range(len(prompts))]
+
+    @torch.no_grad()
+    def generate(self, users: torch.Tensor, prompts: list[list[int]], max_new_tokens: int,
+                 temperature: float = 0.0, top_p: float = 1.0,
+                 seed: int | None = None) -> list[list[int]]:
+        """Hugging Face `generate` over a batch (left-padded inputs_embeds). Returns the new
+        token ids per request, without the closing </s>."""
+        embeds = self.prompt_embeds(users, prompts)
+        device = self.user_proj.weight.device
+        width = max(e.shape[0] for e in embeds)
+        x = torch.zeros(len(embeds), width, self.hidden_size, dtype=embeds[0].dtype)
+        mask = torch.zeros(len(embeds), width, dtype=torch.long)
+        for i, e in enumerate(embeds):
+            x[i, width - e.shape[0]:] = e
+            mask[i, width - e.shape[0]:] = 1
+        if seed is not None:
+            torch.manual_seed(seed)
+        sample = temperature > 0
+        out = self.lm.generate(
+            inputs_embeds=x.to(device), attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens, do_sample=sample,
+            temperature=temperature if sample else None, top_p=top_p if sample else None,
+            top_k=None, eos_token_id=self.eos_id, pad_token_id=self.pad_id)
+        result = []
+        for row in out.tolist():  # inputs_embeds: the output holds only new tokens
+            if self.eos_id in row:
+                row = row[: row.index(self.eos_id)]
+            result.append([t for t in row if t != self.pad_id])
+        return result
+
+    # ----- save / load ---------------------------------------------------------------
+
+    def save(self, out: Path) -> None:
+        """HF format: `lm/` (model + tokenizer + generation config, loadable by vLLM and
+        transformers), `user_projection.safetensors`, `creative_llm.json`."""
+        from safetensors.torch import save_file
+
+        out = Path(out)
+        (out / "lm").mkdir(parents=True, exist_ok=True)
+        self.lm.generation_config.eos_token_id = self.eos_id
+        self.lm.generation_config.pad_token_id = self.pad_id
+        self.lm.generation_config.bos_token_id = self.bos_id
+        self.lm.save_pretrained(out / "lm")
+        self.tokenizer.save_pretrained(out / "lm")
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.user_proj.state_dict().items()},
+                  out / "user_projection.safetensors")
+        (out / "creative_llm.json").write_text(json.dumps(asdict(self.config), indent=2))
+
+    @classmethod
+    def load(cls, path: Path, with_lm: bool = True) -> CreativeLLM:
+        """The model from a saved directory. `with_lm=False` loads only the tokenizer, the
+        projection and the token-embedding table (what building vLLM's prompt_embeds needs)."""
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path)
+        config = CreativeLLMConfig(**json.loads((path / "creative_llm.json").read_text()))
+        tokenizer = AutoTokenizer.from_pretrained(path / "lm", local_files_only=True)
+        if with_lm:
+            lm = AutoModelForCausalLM.from_pretrained(path / "lm", local_files_only=True,
+                                                      dtype=torch.float32)
+        else:
+            lm = _EmbeddingOnly(path / "lm", AutoConfig.from_pretrained(path / "lm"))
+        model = cls(config, tokenizer, lm=lm)
+        model.user_proj.load_state_dict(load_file(path / "user_projection.safetensors"))
+        return model.eval()
+
+
+class _EmbeddingOnly(nn.Module):
+    """The LM's token-embedding table alone (the vLLM backend runs the LM itself)."""
+
+    def __init__(self, lm_dir: Path, lm_config):
+        super().__init__()
+        from safetensors import safe_open
+
+        weight = None
+        for f in sorted(Path(lm_dir).glob("*.safetensors")):
+            with safe_open(f, "pt") as st:
+                for key in st.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                    if key.endswith("embed_tokens.weight"):
+                        weight = st.get_tensor(key).float()
+        if weight is None:
+            raise ValueError(f"{lm_dir}: no embed_tokens weight found")
+        self.embed = nn.Embedding.from_pretrained(weight, freeze=True)
+        self.config = lm_config
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed
