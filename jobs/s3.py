@@ -90,8 +90,10 @@ class EmbeddedS3:
         self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [rclone_binary(), "serve", "s3", str(self.root), "--addr", f"127.0.0.1:{port}",
-             # several servers may share the folder (a task and a CLI): never cache listings
-             "--dir-cache-time", "0s", "--vfs-cache-mode", "off", "--log-level", "NOTICE"],
+             # several servers may share the folder (a task and a CLI): listings are cached
+             # for 1 s at most. Not 0s: rclone 1.75 then re-reads directories in a loop and
+             # PUTs stall until the client's read timeout
+             "--dir-cache-time", "1s", "--vfs-cache-mode", "off", "--log-level", "NOTICE"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.endpoint = Endpoint(f"http://127.0.0.1:{port}", key_id, secret)
         deadline = time.monotonic() + READY_TIMEOUT_S
