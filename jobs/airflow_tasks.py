@@ -256,3 +256,28 @@ def generate_commit_task(data_interval_end: datetime | None) -> dict:
         return {**_pointer("generate", m), "counts": m["counts"]}
 
     return _cycle_call(data_interval_end, commit)
+
+
+def kill_badcases_task(data_interval_end: datetime | None) -> dict:
+    """The Badcase Killer over the cycle's generations; kill counts per reason returned."""
+    from jobs import kill_badcases
+
+    def kill(cfg, cycle_id):
+        m = kill_badcases.run(cfg, cycle_id, progress=False)
+        return {**_pointer("kill_badcases", m), "counts": m["counts"],
+                "kills_by_reason": m["kills_by_reason"]}
+
+    return _cycle_call(data_interval_end, kill)
+
+
+def publish_library_task(data_interval_end: datetime | None) -> dict:
+    """Publish the passing variants as library version {cycle_id}: a failed Great
+    Expectations gate fails at once (no retry, nothing published); S3 errors retry."""
+    from jobs import publish_library
+
+    def publish(cfg, cycle_id):
+        m = publish_library.run(cfg, cycle_id, progress=False)
+        return {**_pointer("publish_library", m), "latest": m["latest_after"],
+                "upload": m["upload"]}
+
+    return _cycle_call(data_interval_end, publish)
