@@ -37,6 +37,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_features.py
 	$(BIN)/python tests/benchmarks/bench_hllm.py
+	$(BIN)/python tests/benchmarks/bench_publish.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check jobs models dags tests
