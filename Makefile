@@ -7,10 +7,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint constraints clean help
+.PHONY: run airflow test bench lint constraints clean help
 
 help:
 	@echo "make run    - one full cycle through Airflow on the embedded default (var/)"
+	@echo "make airflow - local Airflow UI (standalone, SQLite under var/airflow) with these DAGs"
 	@echo "make test   - the whole test suite"
 	@echo "make bench  - benchmarks (numbers go in README.md)"
 	@echo "make lint   - ruff"
@@ -30,6 +31,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: $(STAMP)
 	$(BIN)/creative-factory run-cycle
+
+# Same AIRFLOW_HOME as `make run`; PORT=8081 make airflow for another port.
+airflow: $(STAMP)
+	$(BIN)/creative-factory airflow --port $${PORT:-8080}
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

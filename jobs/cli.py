@@ -409,6 +409,41 @@ def run_cycle(
     raise typer.Exit(run(cfg, set_ or [], str(config) if config else None, when))
 
 
+@app.command("airflow")
+@friendly
+def airflow_standalone(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the Airflow UI.")] = 8080,
+    gpu_slots: Annotated[int, typer.Option(min=1, help="Slots of the `gpu` pool.")] = 1,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Start a local Airflow (`airflow standalone`) with these DAGs (`make airflow` calls this).
+
+    Same Airflow home as `run-cycle` (airflow.home, SQLite metadata, examples off), so the UI
+    shows the runs of `make run`. The login and its generated password are printed by Airflow
+    at start-up. Ctrl-C stops it.
+    """
+    import os
+    import subprocess
+
+    from jobs.run_cycle import airflow_env, ensure_sample_data
+
+    cfg = load_config(config, set_)
+    ensure_sample_data(cfg)
+    env = airflow_env(cfg, set_ or [], str(config) if config else None)
+    env["AIRFLOW__API__PORT"] = str(port)
+    exe = str(Path(sys.executable).with_name("airflow"))
+    # standalone starts its components as `airflow ...` from PATH: this environment's first
+    env["PATH"] = os.pathsep.join([str(Path(exe).parent), env.get("PATH", "")])
+    for args in (["db", "migrate"],
+                 ["pools", "set", "gpu", str(gpu_slots), "GPU-bound tasks: embeddings, generation"]):
+        if subprocess.run([exe, *args], env=env, stdout=subprocess.DEVNULL).returncode != 0:
+            raise UserError(f"`airflow {' '.join(args)}` failed (AIRFLOW_HOME={env['AIRFLOW_HOME']})")
+    typer.echo(f"Airflow standalone: http://localhost:{port}  (AIRFLOW_HOME={env['AIRFLOW_HOME']}, "
+               f"DAGs from {env['AIRFLOW__CORE__DAGS_FOLDER']})")
+    os.execve(exe, [exe, "standalone"], env)
+
+
 @app.command("show-config")
 @friendly
 def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:

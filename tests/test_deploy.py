@@ -702,3 +702,16 @@ def test_iam_policies_enforced_by_moto():
                            VersioningConfiguration={"Status": "Suspended"})
 
     scenario()
+
+
+# ------------------------------------------------------------------------------ make airflow
+
+def test_make_airflow_runs_a_real_command():
+    """`make airflow` -> `creative-factory airflow` (verified by hand: standalone comes up
+    healthy with these DAGs and the gpu pool; too slow for the suite)."""
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    recipe = re.search(r"^airflow:.*\n\t(.+)$", makefile, re.M)
+    assert recipe, "Makefile has no `airflow` target"
+    argv = shlex.split(recipe.group(1).replace("$${PORT:-8080}", "8080"))
+    assert argv[0] == "$(BIN)/creative-factory"
+    check_creative_factory(argv[1:])
