@@ -646,7 +646,7 @@ def test_iam_policies_are_least_privilege():
     assert actions == {"s3:ListBucket", "s3:GetObject"}
 
 
-def test_iam_policies_enforced_by_moto():
+def test_iam_policies_enforced_by_moto(monkeypatch):
     """Object calls through moto's IAM enforcement with the rendered policies. (moto does not
     evaluate the s3:prefix condition of ListBucket; the test above checks that statement.)"""
     import boto3
@@ -655,7 +655,7 @@ def test_iam_policies_enforced_by_moto():
     from moto.core import set_initial_no_auth_action_count
 
     writer, reader = render_policy("library-writer.json.tftpl"), render_policy("library-reader.json.tftpl")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     setup_calls = 12  # unauthenticated admin calls below; every later call is checked by IAM
 
     @mock_aws
