@@ -23,7 +23,6 @@ import base64
 import functools
 import importlib.util
 import json
-import os
 import re
 import shlex
 import shutil
