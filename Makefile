@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_features.py
 	$(BIN)/python tests/benchmarks/bench_hllm.py
 	$(BIN)/python tests/benchmarks/bench_publish.py
+	$(BIN)/python tests/benchmarks/bench_generate.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check jobs models dags tests

@@ -22,6 +22,8 @@ Users are split by a stable hash: `eval_share` of them are held out for `eval cr
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 import zlib
@@ -191,7 +193,11 @@ def run(cfg: Config, cycle_id: str, force: bool = False, progress: bool = True,
                                        Path(__file__).with_name("badcase_rules.py"))}
     if t.kind == "chat":
         inputs["prompts"] = fingerprint_code(cfg.creator.prompts_dir)
-    config_hash = cfg.section_hash("creator")
+    # only what shapes the data: retraining settings (model, train, eval) do not rebuild it
+    config_hash = hashlib.sha256(json.dumps(
+        [cfg.creator.teacher.model_dump(mode="json", exclude={"cache_dir", "timeout_s",
+                                                                "concurrency"}),
+         cfg.creator.dataset.model_dump(mode="json")], sort_keys=True).encode()).hexdigest()[:16]
     stage = StageRun(cfg.lake, cycle_id, STAGE, inputs, config_hash)
     with stage.exclusive():
         if not force and (existing := stage.up_to_date()):

@@ -152,11 +152,11 @@ class CreatorModelSettings(_Section):
     """The Creative LLM: a HF causal LM + one linear projection of U (models/creative_llm.py)."""
 
     base_model: str | None = None  # a local HF causal-LM directory (with its tokenizer)
-    vocab_size: int = Field(4000, gt=16)  # BPE tokenizer trained here (default model only)
-    hidden_size: int = Field(256, gt=0)
-    num_layers: int = Field(4, gt=0)
-    num_heads: int = Field(4, gt=0)  # head_dim = hidden_size / num_heads (vLLM wants 32..256)
-    intermediate_size: int = Field(704, gt=0)
+    vocab_size: int = Field(3000, gt=16)  # BPE tokenizer trained here (default model only)
+    hidden_size: int = Field(128, gt=0)
+    num_layers: int = Field(3, gt=0)
+    num_heads: int = Field(2, gt=0)  # head_dim = hidden_size / num_heads (vLLM wants 32..256)
+    intermediate_size: int = Field(384, gt=0)
     max_title_tokens: int = Field(40, gt=0)  # original title tokens kept in the prompt
     max_prompt_tokens: int = Field(128, gt=8)  # [U] + title + selling points + query
     max_new_tokens: int = Field(48, gt=0)  # generated title tokens
@@ -190,9 +190,9 @@ class DatasetSettings(_Section):
 
 
 class CreatorTrainSettings(_Section):
-    epochs: int = Field(6, gt=0)
+    epochs: int = Field(3, gt=0)
     batch_size: int = Field(32, gt=0)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(20, ge=0)
     gen_weight: float = Field(1.0, ge=0)

@@ -38,15 +38,15 @@ from jobs.creator_tokenizer import INTEREST, OUT, POINT, PROFILE, QUERY, TITLE
 class CreativeLLMConfig:
     user_dim: int = 384  # width of U (the User LLM's embedding = the item space)
     base_model: str | None = None  # a local HF causal-LM directory instead of the default
-    vocab_size: int = 4000  # default model: the trained tokenizer's size
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 704
+    vocab_size: int = 3000  # default model: the trained tokenizer's size
+    hidden_size: int = 128
+    num_layers: int = 3
+    num_heads: int = 2
+    intermediate_size: int = 384
     max_title_tokens: int = 40
     max_prompt_tokens: int = 128  # including the U position
     max_new_tokens: int = 48
-    max_description_tokens: int = 96
+    max_description_tokens: int = 64
 
     @property
     def max_model_len(self) -> int:
