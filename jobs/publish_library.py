@@ -276,7 +276,8 @@ def _upload_all(store, objects: dict[str, Path], checksums: dict[str, dict], ver
         key = f"{version_key}/{rel}"
         have = store.head(key)
         want = checksums[rel]
-        if have and have["sha256"] == want["sha256"] and have["bytes"] == want["bytes"]:
+        if have and have["bytes"] == want["bytes"] and (
+                have["sha256"] == want["sha256"] or have["etag"] == want["md5"]):
             return "same", 0
         store.upload_file(objects[rel], key, content_type(rel), want["sha256"])
         return "uploaded", want["bytes"]
@@ -326,7 +327,7 @@ def run(cfg: Config, cycle_id: str, force: bool = False, progress: bool = True) 
     """Publish the cycle's passing variants as library version `cycle_id` (all or nothing)."""
     from jobs.lake import parse_cycle_id
     from jobs.library import read_latest
-    from jobs.s3 import open_store, sha256_file
+    from jobs.s3 import file_digests, open_store
 
     parse_cycle_id(cycle_id)  # the version id becomes an S3 key part: validate its shape
     kill = _inputs(cfg, cycle_id)
@@ -337,7 +338,8 @@ def run(cfg: Config, cycle_id: str, force: bool = False, progress: bool = True) 
         existing = None if force else stage.up_to_date()
         if existing is not None:
             remote = store.head(f"{version_key}/manifest.json")
-            if remote and remote["sha256"] == existing.get("manifest_sha256"):
+            if remote and (remote["sha256"] == existing.get("manifest_sha256")
+                           or remote["etag"] == existing.get("manifest_md5")):
                 log.info("%s for cycle %s is up to date and in the library: skipped",
                          STAGE, cycle_id)
                 return {**existing, "skipped": True}
@@ -369,14 +371,15 @@ def run(cfg: Config, cycle_id: str, force: bool = False, progress: bool = True) 
         report_root = stage_dir(cfg.lake, cycle_id, "report")
         objects = write_objects(table, out, report_files(cfg, cycle_id), report_root)
         rows_of = {"creatives.parquet": table.num_rows}
-        checksums = {rel: {"sha256": sha256_file(p), "bytes": p.stat().st_size,
+        checksums = {rel: {**file_digests(p), "bytes": p.stat().st_size,
                            **({"rows": rows_of[rel]} if rel in rows_of else {})}
                      for rel, p in sorted(objects.items())}
         manifest = build_manifest(cfg, cycle_id, table, checksums, kill, gx_results)
         manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
                           ).encode()
         (out / "manifest.json").write_bytes(manifest_bytes)
-        manifest_sha = sha256_file(out / "manifest.json")
+        manifest_digest = file_digests(out / "manifest.json")
+        manifest_sha = manifest_digest["sha256"]
         timings["build"] = round(time.time() - t0, 3)
 
         t0 = time.time()
@@ -384,7 +387,7 @@ def run(cfg: Config, cycle_id: str, force: bool = False, progress: bool = True) 
         try:
             counts = _upload_all(store, objects, checksums, version_key, progress)
             have = store.head(f"{version_key}/manifest.json")
-            if have and have["sha256"] == manifest_sha:
+            if have and (have["sha256"] == manifest_sha or have["etag"] == manifest_digest["md5"]):
                 counts["same"] += 1
             else:
                 store.put_bytes(f"{version_key}/manifest.json", manifest_bytes,
@@ -416,6 +419,7 @@ def run(cfg: Config, cycle_id: str, force: bool = False, progress: bool = True) 
             {"library": {"path": store.uri("versions", cycle_id) + "/",
                          "rows": table.num_rows}},
             extra={"library_version": cycle_id, "manifest_sha256": manifest_sha,
+                   "manifest_md5": manifest_digest["md5"],
                    "objects": len(objects) + 1, "upload": counts,
                    "latest_before": latest_before, "latest_after": latest_after,
                    "deleted_versions": deleted, "counts": manifest["counts"],

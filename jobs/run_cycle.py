@@ -23,7 +23,9 @@ from jobs.sample_data import SampleSpec, generate
 
 DAG_ID = "creative_factory_cycle"
 CYCLE_HOURS = 5
-STAGES = ["extract_features", "embed_items", "embed_users"]
+STAGES = ["extract_features", "embed_items", "embed_users", "cluster_users", "match_ads",
+          "generate", "kill_badcases", "report", "publish_library"]
+GPU_POOL_SLOTS = 1  # one GPU-bound task at a time on this machine
 
 
 def latest_boundary(now: datetime | None = None) -> datetime:
@@ -92,6 +94,24 @@ def _worth_showing(line: str) -> bool:
     return any(k in line for k in keys)
 
 
+def _print_where(cfg: Config, cycle_id: str) -> None:
+    """Where the library version and the report are, and the headline counts."""
+    cycle = cfg.lake / "cycles" / cycle_id
+    report = read_manifest(cycle / "report")
+    publish = read_manifest(cycle / "publish_library")
+    if report:
+        print(f"\nreport:  {report['outputs']['report_html']['path']}")
+        for k, v in report.get("headline", {}).items():
+            print(f"  {k}: {v}")
+    if publish:
+        print(f"library: {publish['outputs']['library']['path']} "
+              f"({publish['outputs']['library']['rows']:,} variants; "
+              f"LATEST -> {publish['latest_after']})")
+        if cfg.library.endpoint_url is None:
+            print(f"         embedded S3 files: {cfg.library.embedded_dir / cfg.library.bucket}; "
+                  "browse with `creative-factory library versions`")
+
+
 def run(cfg: Config, overrides: list[str], config_path: str | None,
         logical_date: datetime | None = None) -> int:
     ensure_sample_data(cfg)
@@ -105,6 +125,9 @@ def run(cfg: Config, overrides: list[str], config_path: str | None,
     print(f"cycle {cycle_id}: airflow dags test {DAG_ID} (full log: {log_file})")
     if _airflow(["db", "migrate"], env, log_file) != 0:
         raise UserError(f"`airflow db migrate` failed; see {log_file}")
+    if _airflow(["pools", "set", "gpu", str(GPU_POOL_SLOTS), "embedding and generation tasks"],
+                env, log_file) != 0:
+        raise UserError(f"`airflow pools set gpu` failed; see {log_file}")
     errors: list[str] = []
     rc = _airflow(["dags", "test", DAG_ID, logical_date.isoformat()], env, log_file, errors)
     elapsed = time.time() - started
@@ -127,12 +150,13 @@ def run(cfg: Config, overrides: list[str], config_path: str | None,
             state = "NOT refreshed: this run failed; showing the last committed output"
         print(f"  {stage:<18} {m['path']}  ({state})")
         for name, out in m["outputs"].items():
-            print(f"      {name:<16} {out['rows']:>10,} rows")
+            if out.get("rows") is not None:
+                print(f"      {name:<20} {out['rows']:>10,} rows")
         if "reconciliation" in m:
             rec = {t: {k: c[k] for k in ("rows_in", "accepted", "quarantined")}
                    for t, c in m["reconciliation"].items()}
             print(f"      reconciliation   {json.dumps(rec)}")
-    print("  later stages (clustering, matching, generation, library, report) are not built yet")
+    _print_where(cfg, cycle_id)
     for message in errors:
         print(f"\nerror: {message}")
     return 0 if ok else 1

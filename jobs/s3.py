@@ -162,6 +162,16 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_digests(path: Path) -> dict[str, str]:
+    """sha256 (the manifest's checksum) and md5 (a single-part upload's ETag) in one read."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+            md5.update(chunk)
+    return {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
+
+
 @dataclass
 class Store:
     """The library's bucket and prefix, with the few operations the library needs."""
@@ -210,7 +220,10 @@ class Store:
                 return None
             raise
         meta = {k.lower(): v for k, v in (h.get("Metadata") or {}).items()}  # rclone: "Sha256"
-        return {"bytes": h["ContentLength"], "sha256": meta.get("sha256")}
+        # the ETag of a single-part upload is the body's MD5 on S3, MinIO, moto and rclone;
+        # it survives where user metadata does not (rclone's local backend after a restart)
+        return {"bytes": h["ContentLength"], "sha256": meta.get("sha256"),
+                "etag": h.get("ETag", "").strip('"')}
 
     def put_bytes(self, key: str, body: bytes, content_type: str, sha256: str | None = None):
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
@@ -261,7 +274,9 @@ def open_store(lib, create_bucket: bool = True) -> Iterator[Store]:
         server = EmbeddedS3(lib.embedded_dir)
     with server as endpoint:
         store = Store(make_client(lib, endpoint), lib.bucket, lib.prefix.strip("/"), endpoint.url)
-        if create_bucket:
+        # a configured endpoint's bucket is provisioned (infra/terraform, MinIO init); its
+        # least-privilege writer may not even list the bucket, so only the embedded one is made
+        if create_bucket and not lib.endpoint_url:
             _call(store.ensure_bucket, store)
         yield store
 
