@@ -154,6 +154,17 @@ def train_hllm_task(cycle_id: str | None) -> dict:
     return {"cycle_id": cycle_id, "path": str(path)}
 
 
+def embed_users_for_training_task(cycle_id: str) -> dict:
+    """The cycle's user embeddings with the HLLM in use (skipped when already from it)."""
+    from jobs import embed_users
+    from jobs.config import load_config
+
+    try:
+        return _pointer("embed_users", embed_users.run(load_config(), cycle_id, progress=False))
+    except UserError as exc:
+        raise _fail_fast(exc) from None
+
+
 def promote_hllm_task(trained: dict) -> dict:
     from pathlib import Path
 
@@ -228,7 +239,9 @@ def promote_creator_task(trained: dict) -> dict:
         raise _fail_fast(exc) from None
 
 
-def plan_generate_shards_task() -> list[int]:
+def plan_generate_shards_task(data_interval_end: datetime | None = None) -> list[int]:
+    """Shard numbers to map over (the data interval is accepted for symmetry: every shard
+    runs, an empty one commits nothing but its counts)."""
     from jobs.config import load_config
 
     return list(range(load_config().generate.shards))

@@ -160,6 +160,8 @@ class CreatorModelSettings(_Section):
     max_title_tokens: int = Field(40, gt=0)  # original title tokens kept in the prompt
     max_prompt_tokens: int = Field(128, gt=8)  # [U] + title + selling points + query
     max_new_tokens: int = Field(48, gt=0)  # generated title tokens
+    grounded_decoding: bool = True  # titles use only tokens of their ad, query and lexicons
+    normalize_user: bool = True  # U scaled to a fixed norm before the projection (cosine space)
 
 
 class TeacherSettings(_Section):

@@ -9,6 +9,8 @@ their own embedding U from `embed_users`:
   title to the user's interest description in the Item LLM's embedding space (by more than
   `same_margin`), Bad when farther, Same otherwise; advantage = (G − B) / (G + S + B).
   The teacher's own titles are scored the same way, as the reference;
+* control: the same requests generated with another held-out user's U (a permutation):
+  its advantage shows how much of the personalization comes from U rather than the ad;
 * distinct-n across clusters of the same ad: k-means over the cycle's user embeddings,
   every cluster centre × `ads` ads (query-free), distinct-1/2 = unique n-grams / n-grams
   over one ad's titles, averaged over ads; and, when the cycle has a `generate` stage, the
@@ -88,8 +90,16 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str =
                    for r in rows]
         users = np.stack([embeddings[r["user_id"]] for r in rows])
         seeds = [request_seed(cfg.generate.seed, f"{r['user_id']}:{r['ad_id']}") for r in rows]
-        outputs = engine.generate(users, prompts, seeds, progress=progress)
+        allowed = [model.allowed_ids(r["original_title"], r["selling_points"], r["query"])
+                   for r in rows]
+        outputs = engine.generate(users, prompts, seeds, progress=progress,
+                                  allowed=allowed if allowed[0] else None)
         titles = [t for t, _ in outputs]
+        # control: the same requests with another held-out user's U. If personalization
+        # came from the ad text alone, this would score as well as the real users.
+        perm = np.random.default_rng(0).permutation(len(rows))
+        shuffled = [t for t, _ in engine.generate(users[perm], prompts, seeds,
+                                                  allowed=allowed if allowed[0] else None)]
 
         # distinct-n: cluster centres of the cycle's users x a sample of ads
         from sklearn.cluster import KMeans
@@ -104,7 +114,9 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str =
             centres[[c for _, c in grid]],
             [model.prompt_ids(a["original_title"], a["selling_points"], None)[0]
              for a, _ in grid],
-            [request_seed(cfg.generate.seed, f"{a['ad_id']}:{c}") for a, c in grid])
+            [request_seed(cfg.generate.seed, f"{a['ad_id']}:{c}") for a, c in grid],
+            allowed=[model.allowed_ids(a["original_title"], a["selling_points"], None)
+                     for a, _ in grid] if model.config.grounded_decoding else None)
     finally:
         engine.close()
 
@@ -115,12 +127,16 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str =
     orig = embed([r["original_title"] for r in rows])
     gen = embed([t or " " for t in titles])
     teach = embed([r["title"] for r in rows])
+    other = embed([t or " " for t in shuffled])
     base = (orig * prof).sum(1)
     result: dict[str, Any] = {
         "examples": len(rows), "backend": backend,
         "grounding_pass_rate": round(float(np.mean(passed)), 4),
         "personalization": gsb((gen * prof).sum(1) - base, e.same_margin),
         "teacher_personalization": gsb((teach * prof).sum(1) - base, e.same_margin),
+        "shuffled_users_personalization": gsb((other * prof).sum(1) - base, e.same_margin),
+        "changed_by_user_share": round(float(np.mean([a != b for a, b in
+                                                      zip(titles, shuffled, strict=True)])), 4),
         "same_as_original": round(float(np.mean([t == r["original_title"]
                                                  for t, r in zip(titles, rows, strict=True)])),
                                   4),

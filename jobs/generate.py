@@ -100,7 +100,7 @@ class HFEngine:
         self.batch_size = batch_size or cfg.generate.batch_size
 
     def generate(self, users: np.ndarray, prompts: list[list[int]], seeds: list[int],
-                 progress: bool = False) -> list[tuple[str, int]]:
+                 progress: bool = False, allowed: list | None = None) -> list[tuple[str, int]]:
         import torch
         from tqdm import tqdm
 
@@ -112,7 +112,8 @@ class HFEngine:
             idx = order[start:start + self.batch_size]
             ids = self.model.generate(torch.from_numpy(users[idx]), [prompts[i] for i in idx],
                                       c.max_new_tokens, self.g.temperature, self.g.top_p,
-                                      seed=seeds[idx[0]])
+                                      seed=seeds[idx[0]],
+                                      allowed=[allowed[i] for i in idx] if allowed else None)
             for i, toks in zip(idx, ids, strict=True):
                 out[i] = (self.model.decode(toks), len(toks))
         return out
@@ -156,7 +157,7 @@ class VLLMEngine:
             seed=cfg.generate.seed)
 
     def generate(self, users: np.ndarray, prompts: list[list[int]], seeds: list[int],
-                 progress: bool = False) -> list[tuple[str, int]]:
+                 progress: bool = False, allowed: list | None = None) -> list[tuple[str, int]]:
         import torch
         from vllm import SamplingParams
 
@@ -165,7 +166,9 @@ class VLLMEngine:
         requests = [{"prompt_embeds": e.to(self.dtype)} for e in embeds]
         params = [SamplingParams(max_tokens=c.max_new_tokens, temperature=self.g.temperature,
                                  top_p=self.g.top_p, seed=s, skip_special_tokens=True,
-                                 stop_token_ids=[self.model.eos_id]) for s in seeds]
+                                 stop_token_ids=[self.model.eos_id],
+                                 allowed_token_ids=allowed[i] if allowed else None)
+                  for i, s in enumerate(seeds)]
         outs = self.llm.generate(requests, params, use_tqdm=progress)
         result = []
         for o in outs:
@@ -369,17 +372,20 @@ def _run_shard(cfg: Config, cycle_id: str, shard: int, force: bool, progress: bo
         if pending:
             if tokenizer_model is None:
                 tokenizer_model = CreativeLLM.load(artifact, with_lm=False)
-            prompts = []
+            prompts, allowed = [], []
             for r in pending:
                 ids_, trunc = tokenizer_model.prompt_ids(r["title"], r["selling_points"],
                                                          r["query"])
                 prompts.append(ids_)
+                allowed.append(tokenizer_model.allowed_ids(r["title"], r["selling_points"],
+                                                           r["query"]))
                 for k, v in trunc.items():
                     counts[k] += v
             users = centroids[[index[r["cluster_id"]] for r in pending]]  # (n, d)
             seeds = [request_seed(cfg.generate.seed, r["request_id"]) for r in pending]
             t0 = time.time()
-            outputs = engine.get().generate(users, prompts, seeds, progress=progress)
+            outputs = engine.get().generate(users, prompts, seeds, progress=progress,
+                                            allowed=allowed if allowed[0] else None)
             counts["generation_seconds"] += time.time() - t0
             for r, (title, n_tokens) in zip(pending, outputs, strict=True):
                 counts["output_tokens"] += n_tokens
@@ -397,6 +403,9 @@ def _run_shard(cfg: Config, cycle_id: str, shard: int, force: bool, progress: bo
         _write_part(shard_dir / "failed", f"part-{part:05d}.parquet", fails, FAILED_SCHEMA)
         part += 1
         log.info("%s shard %d: %d/%d requests done", STAGE, shard, start + len(batch), len(todo))
+    if part == 0:  # nothing to do (an empty shard): an empty part keeps the schema readable
+        _write_part(shard_dir, "part-00000.parquet", [], GENERATION_SCHEMA)
+        _write_part(shard_dir / "failed", "part-00000.parquet", [], FAILED_SCHEMA)
     secs = counts["generation_seconds"]
     counts.update({"generation_seconds": round(secs, 3), "seconds": round(time.time() - started, 3),
                    "tokens_per_s": round(counts["output_tokens"] / secs, 1) if secs else None,

@@ -98,16 +98,16 @@ def build_model(cfg: Config, features: dict, examples: list[dict], out: Path) ->
     from jobs.creator_tokenizer import ensure_special_tokens, train_tokenizer
 
     m = cfg.creator.model
+    phrases = read_lines(cfg.badcase.audience_phrases) + read_lines(cfg.badcase.marketing_phrases)
     if m.base_model:
         tokenizer = AutoTokenizer.from_pretrained(m.base_model, local_files_only=True)
         ensure_special_tokens(tokenizer)
     else:
-        phrases = read_lines(cfg.badcase.audience_phrases) + read_lines(
-            cfg.badcase.marketing_phrases)
         tokenizer = train_tokenizer(tokenizer_corpus(features, examples, phrases),
                                     m.vocab_size, out)
-    config = CreativeLLMConfig(user_dim=0, **{k: v for k, v in m.model_dump().items()
-                                              if k in CreativeLLMConfig.__dataclass_fields__})
+    config = CreativeLLMConfig(user_dim=0, phrases=phrases,
+                               **{k: v for k, v in m.model_dump().items()
+                                  if k in CreativeLLMConfig.__dataclass_fields__})
     return tokenizer, config
 
 

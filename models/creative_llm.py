@@ -24,7 +24,7 @@ ready-made `prompt_embeds` and never sees U.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -47,6 +47,16 @@ class CreativeLLMConfig:
     max_prompt_tokens: int = 128  # including the U position
     max_new_tokens: int = 48
     max_description_tokens: int = 64
+    # Grounded decoding: a title may only use tokens of its ad's texts (title, selling
+    # points, query), of these phrases (the shared audience and marketing lexicons, saved
+    # with the model) and punctuation, so a small model cannot spell a product it was not
+    # given. Each token is allowed, not each word: rare recombinations remain possible.
+    # U is scaled to a fixed norm (sqrt(user_dim)) before the projection: clusters are
+    # formed by cosine, and a centroid (a mean of users) is much shorter than any user, so
+    # only the direction is kept; training users and generation centroids then match.
+    normalize_user: bool = True
+    grounded_decoding: bool = True
+    phrases: list[str] = field(default_factory=list)
 
     @property
     def max_model_len(self) -> int:
@@ -123,6 +133,23 @@ class CreativeLLM(nn.Module):
     def description_ids(self, description: str) -> list[int]:
         return self._ids(description)[: self.config.max_description_tokens]
 
+    def allowed_ids(self, title: str, selling_points: list[str] | None,
+                    query: str | None) -> list[int] | None:
+        """Token ids a grounded title may use (None when grounded decoding is off)."""
+        if not self.config.grounded_decoding:
+            return None
+        if not hasattr(self, "_always"):
+            always = {self.eos_id}
+            for text in [*self.config.phrases, ", : - – — ! . & ' ( ) / | %"]:
+                always.update(self._ids(text))
+                always.update(self._ids(text[:1].upper() + text[1:]))
+            self._always = always
+        ids = set(self._always)
+        for text in [title or "", *(selling_points or []), query or ""]:
+            ids.update(self._ids(text))
+            ids.update(self._ids(text.lower()))
+        return sorted(ids)
+
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
@@ -141,7 +168,7 @@ class CreativeLLM(nn.Module):
             mask[i, : len(s)] = 1
         x = self.lm.get_input_embeddings()(ids)  # (B, T, H)
         if users is not None:
-            u = self.user_proj(users.to(device, x.dtype))[:, None]  # (B, 1, H)
+            u = self.user_features(users.to(device, x.dtype))[:, None]  # (B, 1, H)
             x = torch.cat([u, x], dim=1)  # (B, 1 + T, H)
             mask = torch.cat([mask.new_ones(len(seqs), 1), mask], dim=1)
         return x, mask
@@ -168,8 +195,12 @@ class CreativeLLM(nn.Module):
         return hidden[torch.arange(len(seqs), device=x.device), last]
 
     def user_features(self, users: torch.Tensor) -> torch.Tensor:
-        """(B, H): proj(U), the LM-side user representation that the align loss supervises."""
-        return self.user_proj(users.to(self.user_proj.weight.device))
+        """(B, H): proj(U), the LM-side user representation (position 0; the align loss
+        supervises it). users (B, d_user)."""
+        users = users.to(self.user_proj.weight.device, self.user_proj.weight.dtype)
+        if self.config.normalize_user:
+            users = F.normalize(users, dim=-1) * self.config.user_dim ** 0.5
+        return self.user_proj(users)
 
     def prompt_embeds(self, users: torch.Tensor, prompts: list[list[int]]) -> list[torch.Tensor]:
         """Per request a (1 + n_i, H) tensor [proj(U), token embeddings]: what vLLM takes."""
@@ -179,10 +210,11 @@ class CreativeLLM(nn.Module):
 
     @torch.no_grad()
     def generate(self, users: torch.Tensor, prompts: list[list[int]], max_new_tokens: int,
-                 temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int | None = None) -> list[list[int]]:
-        """Hugging Face `generate` over a batch (left-padded inputs_embeds). Returns the new
-        token ids per request, without the closing </s>."""
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                 allowed: list[list[int] | None] | None = None) -> list[list[int]]:
+        """Hugging Face `generate` over a batch (left-padded inputs_embeds). `allowed` limits
+        each request to its own token ids (grounded decoding). Returns the new token ids per
+        request, without the closing </s>."""
         embeds = self.prompt_embeds(users, prompts)
         device = self.user_proj.weight.device
         width = max(e.shape[0] for e in embeds)
@@ -198,7 +230,9 @@ class CreativeLLM(nn.Module):
             inputs_embeds=x.to(device), attention_mask=mask.to(device),
             max_new_tokens=max_new_tokens, do_sample=sample,
             temperature=temperature if sample else None, top_p=top_p if sample else None,
-            top_k=None, eos_token_id=self.eos_id, pad_token_id=self.pad_id)
+            top_k=None, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+            prefix_allowed_tokens_fn=(lambda b, _ids: allowed[b]) if allowed and all(
+                a is not None for a in allowed) else None)
         result = []
         for row in out.tolist():  # inputs_embeds: the output holds only new tokens
             if self.eos_id in row:

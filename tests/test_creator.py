@@ -69,7 +69,8 @@ def test_user_embedding_is_position_zero_and_changes_the_output(small_model):
     u = torch.randn(2, 384)
     embeds = m.prompt_embeds(u, [prompt, prompt])
     assert embeds[0].shape == (1 + len(prompt), m.hidden_size)
-    assert torch.allclose(embeds[0][0], m.user_proj(u[0]), atol=1e-6)
+    assert torch.allclose(embeds[0][0], m.user_features(u[:1])[0], atol=1e-5)
+    assert torch.allclose(m.user_features(u[:1]), m.user_features(3 * u[:1]), atol=1e-4)
     assert torch.equal(embeds[0][1:], embeds[1][1:])  # same ad text, different U
     assert not torch.equal(embeds[0][0], embeds[1][0])
 

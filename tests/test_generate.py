@@ -43,7 +43,11 @@ def test_generations_follow_the_contract_and_reconcile(ready):
     assert m["reconciliation"] == {"requests": n, "generations": gens.num_rows,
                                    "failed": failed.num_rows}
     assert gens.num_rows + failed.num_rows == n
-    assert set(failed.column("reason").to_pylist()) == {"missing_centroid"}  # cluster 2 dropped
+    reasons = failed.column("reason").to_pylist()
+    # every request for the dropped cluster fails with missing_centroid; the tiny model may
+    # also decode an empty title, which is recorded, not written as a generation
+    assert reasons.count("missing_centroid") == sum(r["cluster_id"] == 2 for r in fx["requests"])
+    assert set(reasons) <= {"missing_centroid", "empty_output"}
     assert all(c != 2 for c in gens.column("cluster_id").to_pylist())
     by_id = {r["request_id"]: r for r in fx["requests"]}
     for row in gens.to_pylist():

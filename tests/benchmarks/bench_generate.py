@@ -77,13 +77,15 @@ def main() -> None:
     light = CreativeLLM.load(artifact, with_lm=False)
     users = np.stack([r[0] for r in reqs]).astype(np.float32)
     prompts = [light.prompt_ids(t, p, q)[0] for _, t, p, q in reqs]
+    allowed = [light.allowed_ids(t, p, q) for _, t, p, q in reqs]
+    allowed = allowed if allowed[0] else None
     seeds = [request_seed(7, str(i)) for i in range(len(reqs))]
     rows = []
 
     for b in [int(x) for x in args.hf_batches.split(",")]:
         hf = HFEngine(cfg, artifact, batch_size=b)
         t0 = time.time()
-        out = hf.generate(users, prompts, seeds)
+        out = hf.generate(users, prompts, seeds, allowed=allowed)
         secs = time.time() - t0
         tokens = sum(n for _, n in out)
         rows.append({"engine": "hf", "batch": b, "seconds": round(secs, 2), "tokens": tokens,
@@ -98,7 +100,7 @@ def main() -> None:
     start = time.time() - t0
     try:
         t0 = time.time()
-        out = engine.generate(users, prompts, seeds)
+        out = engine.generate(users, prompts, seeds, allowed=allowed)
         secs = time.time() - t0
     finally:
         engine.close()
