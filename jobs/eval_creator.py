@@ -69,7 +69,7 @@ def _distinct_by_ad(rows: list[tuple[str, str]]) -> dict[str, Any]:
 def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str = "hf",
                       progress: bool = False) -> dict[str, Any]:
     from jobs.badcase_rules import fabrication_reasons
-    from jobs.generate import make_engine, request_seed
+    from jobs.generate import drop_repeated_segments, make_engine, request_seed
     from jobs.teachers import ChatClient, ChatEndpoint, default_embedder
     from jobs.train_creator import load_user_embeddings
 
@@ -94,11 +94,11 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str =
                    for r in rows]
         outputs = engine.generate(users, prompts, seeds, progress=progress,
                                   allowed=allowed if allowed[0] else None)
-        titles = [t for t, _ in outputs]
+        titles = [drop_repeated_segments(t)[0] for t, _ in outputs]  # as the stage does
         # control: the same requests with another held-out user's U. If personalization
         # came from the ad text alone, this would score as well as the real users.
         perm = np.random.default_rng(0).permutation(len(rows))
-        shuffled = [t for t, _ in engine.generate(users[perm], prompts, seeds,
+        shuffled = [drop_repeated_segments(t)[0] for t, _ in engine.generate(users[perm], prompts, seeds,
                                                   allowed=allowed if allowed[0] else None)]
 
         # distinct-n: cluster centres of the cycle's users x a sample of ads
@@ -144,7 +144,8 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str =
                                                 for t, r in zip(titles, rows, strict=True)])), 4),
         "mean_output_tokens": round(float(np.mean([n for _, n in outputs])), 2),
         "distinct_across_clusters": {"clusters": k, **_distinct_by_ad(
-            [(a["ad_id"], t) for (a, _), (t, _) in zip(grid, d_out, strict=True)])},
+            [(a["ad_id"], drop_repeated_segments(t)[0])
+             for (a, _), (t, _) in zip(grid, d_out, strict=True)])},
         "examples_shown": [{"original": r["original_title"], "query": r["query"],
                             "generated": t, "teacher": r["title"]}
                            for t, r in list(zip(titles, rows, strict=True))[:5]],

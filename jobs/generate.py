@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,30 @@ def shard_of(request_ids: list[str], n_shards: int) -> np.ndarray:
 
 def request_seed(seed: int, request_id: str) -> int:
     return zlib.crc32(f"{seed}:{request_id}".encode()) & 0x7FFFFFFF
+
+
+_SEPARATOR = re.compile(r"(\s*[,:|]\s*|\s+[-–—]\s+)")
+
+
+def drop_repeated_segments(title: str) -> tuple[str, int]:
+    """A small model sometimes appends a selling point twice ("…, 30-day free returns,
+    30-day free returns"). Drop a segment (between commas, colons, bars or dashes) equal to
+    an earlier one; removing text never adds information. Returns (title, segments dropped)."""
+    parts = _SEPARATOR.split(title)
+    seen: set[str] = set()
+    out: list[str] = []
+    dropped = 0
+    for i in range(0, len(parts), 2):
+        seg = parts[i]
+        key = " ".join(seg.lower().split())
+        if key and key in seen:
+            dropped += 1
+            continue
+        seen.add(key)
+        if out and i > 0:
+            out.append(parts[i - 1])
+        out.append(seg)
+    return "".join(out).strip(), dropped
 
 
 # ---------------------------------------------------------------------------------------
@@ -383,12 +408,19 @@ def _run_shard(cfg: Config, cycle_id: str, shard: int, force: bool, progress: bo
                     counts[k] += v
             users = centroids[[index[r["cluster_id"]] for r in pending]]  # (n, d)
             seeds = [request_seed(cfg.generate.seed, r["request_id"]) for r in pending]
+            started_engine = time.time()
+            ready = engine.get()  # started on first use: its start-up is not generation time
+            counts["engine_start_seconds"] = counts.get("engine_start_seconds", 0.0) + round(
+                time.time() - started_engine, 3)
             t0 = time.time()
-            outputs = engine.get().generate(users, prompts, seeds, progress=progress,
-                                            allowed=allowed if allowed[0] else None)
+            outputs = ready.generate(users, prompts, seeds, progress=progress,
+                                     allowed=allowed if allowed[0] else None)
             counts["generation_seconds"] += time.time() - t0
             for r, (title, n_tokens) in zip(pending, outputs, strict=True):
                 counts["output_tokens"] += n_tokens
+                title, dropped = drop_repeated_segments(title)
+                counts["repeated_segments_dropped"] = counts.get(
+                    "repeated_segments_dropped", 0) + dropped
                 if not title:
                     fails.append({"request_id": r["request_id"], "ad_id": r["ad_id"],
                                   "reason": "empty_output",
@@ -466,7 +498,8 @@ def commit(cfg: Config, cycle_id: str) -> dict[str, Any]:
                                      "generated_cycle_id"])
         totals = {k: sum(s.get(k) or 0 for s in per_shard)
                   for k in ("requests", "generated", "reused", "failed", "output_tokens",
-                            "title_truncated", "points_dropped", "query_truncated")}
+                            "title_truncated", "points_dropped", "query_truncated",
+                            "repeated_segments_dropped", "engine_start_seconds")}
         secs = sum(s["generation_seconds"] for s in per_shard)
         totals["generation_seconds"] = round(secs, 3)
         totals["tokens_per_s"] = round(totals["output_tokens"] / secs, 1) if secs else None

@@ -170,3 +170,32 @@ def test_vllm_backend_generates_the_same_requests(ready):
         assert once == again  # a seed per request: same output whatever the batch order
     finally:
         engine.close()
+
+
+def test_repeated_segments_are_dropped_without_adding_text():
+    title, dropped = generate.drop_repeated_segments(
+        "For pet owners: Chew Toy Set, Vet-Recommended - Secure checkout, Secure checkout")
+    assert (title, dropped) == ("For pet owners: Chew Toy Set, Vet-Recommended - Secure checkout", 1)
+    assert generate.drop_repeated_segments("Hi-Fi Smartwatch, Fast Charging") == (
+        "Hi-Fi Smartwatch, Fast Charging", 0)  # a hyphen inside a word is not a separator
+
+
+def test_shard_in_its_own_process_and_cli_errors(ready, tmp_path, monkeypatch):
+    """What the Airflow task does by default: the shard runs as `python -m jobs.cli
+    generate --shard N` (config from the environment), so the engine ends with it."""
+    import subprocess
+    import sys
+
+    cfg, version = ready
+    write_cluster_and_match(cfg, CYCLE, version, ads_limit=2)
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(json.dumps(cfg.as_dict()))  # JSON is YAML: the whole resolved config
+    monkeypatch.setenv("CREATIVE_FACTORY_CONFIG", str(overlay))
+    generate.run_shard_in_process([], CYCLE, 0)
+    assert generate.run_shard(cfg, CYCLE, 0, progress=False)["skipped"]  # the child wrote it
+    bad = subprocess.run([sys.executable, "-m", "jobs.cli", "generate", "--cycle-id",
+                          "20990101T000000Z"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: cycle 20990101T000000Z needs")
+    with pytest.raises(UserError, match="needs match_ads"):
+        generate.run_shard_in_process([], "20990101T000000Z", 0)
