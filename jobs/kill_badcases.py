@@ -11,8 +11,11 @@ and writes under `{lake}/cycles/{cycle_id}/kill_badcases/`:
     _SUCCESS           counts, kills per reason and per rule family (for the cycle report)
 
 Besides the per-title rules, two rules look across rows: `duplicate_variant` (the same
-normalized title, or the same library key (ad, cluster, strategy, query), twice for one
-ad: the best-scored row is kept) and the id checks (`unsafe_id`: an ad or advertiser id
+normalized title twice for one (ad, cluster) — e.g. its query-aware and query-free variants
+—, or the same library key (ad, cluster, strategy, query) twice: the best-scored row is
+kept; the same title for *different* clusters of an ad is not a bad case — each cluster's
+users are served it — and is counted as `titles_shared_across_clusters`, a signal of weak
+personalization for the report) and the id checks (`unsafe_id`: an ad or advertiser id
 with '/', '..' or control characters never reaches an S3 key; `inactive_ad`).
 Counts reconcile: verdicts = generations = passing + killed.
 """
@@ -74,6 +77,13 @@ def title_key(title: str | None) -> tuple[str, ...]:
     return tuple(v for _, v in stems(title or ""))
 
 
+def shared_titles(passing: pa.Table) -> int:
+    """Passing variants whose title another cluster of the same ad also got."""
+    seen: Counter = Counter((a, title_key(t)) for a, t in zip(
+        passing.column("ad_id").to_pylist(), passing.column("title").to_pylist(), strict=True))
+    return sum(c for c in seen.values() if c > 1)
+
+
 def judge_rows(rows: pa.Table, cfg: Config, active_ads: pa.Table,
                progress: bool = True) -> tuple[list[list[str]], list[list[str]]]:
     """Reason codes and details per generation row (same order as `rows`)."""
@@ -119,8 +129,8 @@ def judge_rows(rows: pa.Table, cfg: Config, active_ads: pa.Table,
         for code, detail in judge_title(cols["title"][i], src, lex, brands, adv):
             add(i, code, detail)
 
-    # duplicate_variant: among the rows that passed so far, one per (ad, normalized title)
-    # and one per library key; the best-scored row wins (then best cluster rank, request id)
+    # duplicate_variant: among the rows that passed so far, one per (ad, cluster, normalized
+    # title) and one per library key; the best-scored row wins (then cluster rank, request id)
     def rank(i: int) -> tuple:
         score = cols["score"][i]
         return (-(score if score is not None else float("-inf")),
@@ -130,7 +140,7 @@ def judge_rows(rows: pa.Table, cfg: Config, active_ads: pa.Table,
     seen_titles: dict[tuple, int] = {}
     seen_keys: dict[tuple, int] = {}
     for i in order:
-        tkey = (cols["ad_id"][i], title_key(cols["title"][i]))
+        tkey = (cols["ad_id"][i], cols["cluster_id"][i], title_key(cols["title"][i]))
         lkey = (cols["ad_id"][i], cols["cluster_id"][i], cols["strategy"][i], cols["query"][i])
         if tkey in seen_titles:
             add(i, "duplicate_variant", f"same title as request {cols['request_id'][seen_titles[tkey]]}")
@@ -188,7 +198,8 @@ def run(cfg: Config, cycle_id: str, force: bool = False, progress: bool = True) 
         by_rule = Counter(fam for r in reasons for fam in {FAMILY_OF.get(c, "other") for c in r})
         n, n_pass = rows.num_rows, passing.num_rows
         counts = {"generations": n, "passed": n_pass, "killed": n - n_pass,
-                  "kill_rate": round((n - n_pass) / n, 4) if n else 0.0}
+                  "kill_rate": round((n - n_pass) / n, 4) if n else 0.0,
+                  "titles_shared_across_clusters": shared_titles(passing)}
         manifest = stage.commit(
             {"verdicts": {"path": str(stage.final / "verdicts.parquet"), "rows": n},
              "passing": {"path": str(stage.final / "passing.parquet"), "rows": n_pass}},

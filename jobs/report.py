@@ -40,8 +40,11 @@ def _manifests(cfg: Config, cycle_id: str) -> dict[str, dict | None]:
     return {s: read_manifest(stage_dir(cfg.lake, cycle_id, s)) for s in STAGES}
 
 
-def _duration(m: dict) -> float:
+def stage_seconds(m: dict) -> float:
     """Seconds of work: sharded stages sum their shards (their commit is quick)."""
+    if isinstance(m.get("per_shard"), list):
+        return float(m.get("duration_s", 0)) + sum(float(s.get("seconds", 0))
+                                                     for s in m["per_shard"])
     for key in ("counts", "totals"):
         if isinstance(m.get(key), dict) and "seconds" in m[key]:
             return float(m[key]["seconds"]) + float(m.get("duration_s", 0))
@@ -60,7 +63,7 @@ def collect(cfg: Config, cycle_id: str) -> dict[str, Any]:
     ms = _manifests(cfg, cycle_id)
     data: dict[str, Any] = {"cycle_id": cycle_id,
                             "stages": {s: None if m is None else {
-                                "duration_s": round(_duration(m), 2),
+                                "duration_s": round(stage_seconds(m), 2),
                                 "finished_at": m.get("finished_at"),
                                 "rows": {k: v.get("rows") for k, v in m["outputs"].items()}}
                                 for s, m in ms.items()}}
@@ -89,7 +92,7 @@ def collect(cfg: Config, cycle_id: str) -> dict[str, Any]:
     gen = ms["generate"]
     if gen:
         data["generation"] = {k: v for k, v in gen.items() if k in (
-            "summary", "counts", "totals", "backend", "model_version", "shards")}
+            "counts", "backend", "model_version", "shards", "per_shard")}
     kb = ms["kill_badcases"]
     if kb:
         data["kills"] = {k: v for k, v in kb.items() if k in (
@@ -201,6 +204,12 @@ def headline(data: dict[str, Any]) -> list[tuple[str, Any]]:
     if m:
         out.append(("generation requests", f"{m['requests']:,} for {m['ads_matched']:,} ads "
                                            f"({m['work_saved_ratio']}x fewer than one per user)"))
+    c = {k: v for k, v in ((data.get("generation") or {}).get("counts") or {}).items()
+         if v is not None}  # e.g. no tokens/s when every request was reused
+    if c:
+        out.append(("generation", f"{c.get('generated', 0):,} generated, {c.get('reused', 0):,} "
+                                  f"reused ({c.get('reuse_share', 0):.1%}), "
+                                  f"{c.get('tokens_per_s', 0):,} tokens/s"))
     for s in ("generate", "kill_badcases"):
         if stages.get(s):
             out.append((f"{s} rows", ", ".join(f"{k} {v:,}" for k, v in
@@ -208,6 +217,23 @@ def headline(data: dict[str, Any]) -> list[tuple[str, Any]]:
     missing = [s for s, v in stages.items() if v is None]
     out.append(("stages not run", ", ".join(missing) or "none"))
     return out
+
+
+def _generation_html(gen: dict | None) -> str:
+    if not gen:
+        return "<p class=muted>(generate has not run)</p>"
+    c = {k: v for k, v in (gen.get("counts") or {}).items() if v is not None}
+    head = (f"<p>backend <b>{html.escape(str(gen.get('backend')))}</b>, Creative LLM "
+            f"{html.escape(str(gen.get('model_version')))}: {c.get('requests', 0):,} requests, "
+            f"{c.get('generated', 0):,} generated, {c.get('reused', 0):,} reused from earlier "
+            f"cycles (reuse share {c.get('reuse_share', 0):.1%}), {c.get('failed', 0):,} failed, "
+            f"{c.get('tokens_per_s', 0):,} tokens/s</p>")
+    shards = gen.get("per_shard") or []
+    rows = [[i, s.get("engine"), s.get("requests"), s.get("generated"), s.get("reused"),
+             s.get("output_tokens"), s.get("tokens_per_s"), s.get("seconds")]
+            for i, s in enumerate(shards)]
+    return head + _table(rows, ["shard", "engine", "requests", "generated", "reused",
+                                "tokens", "tokens/s", "seconds"])
 
 
 def render_html(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
@@ -233,8 +259,7 @@ def render_html(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
         _table([[k, v] for k, v in data.get("clusters", {}).items()], ["", ""]),
         img("cluster_sizes"),
         "<h2>Ad-cluster matching</h2>", img("requests"), img("coverage"),
-        "<h2>Generation</h2>",
-        f"<pre>{e(json.dumps(data.get('generation', {}), indent=2, default=str))}</pre>",
+        "<h2>Generation</h2>", _generation_html(data.get("generation")),
         "<h2>Badcase Killer</h2>", img("kills"),
         "<h2>Sample variants</h2>",
     ]

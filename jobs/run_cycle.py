@@ -19,6 +19,7 @@ from pathlib import Path
 from jobs.config import REPO_ROOT, Config
 from jobs.errors import UserError
 from jobs.lake import cycle_id_for, read_manifest
+from jobs.report import stage_seconds
 from jobs.sample_data import SampleSpec, generate
 
 DAG_ID = "creative_factory_cycle"
@@ -142,7 +143,7 @@ def run(cfg: Config, overrides: list[str], config_path: str | None,
             continue
         fresh = datetime.fromisoformat(m["finished_at"]).timestamp() >= started
         if fresh:
-            state = f"ran in {m['duration_s']:.0f}s"
+            state = f"ran in {stage_seconds(m):.0f}s"
         elif rc == 0:
             state = "up to date, skipped"
         else:
@@ -152,7 +153,7 @@ def run(cfg: Config, overrides: list[str], config_path: str | None,
         for name, out in m["outputs"].items():
             if out.get("rows") is not None:
                 print(f"      {name:<20} {out['rows']:>10,} rows")
-        if "reconciliation" in m:
+        if stage == "extract_features" and "reconciliation" in m:
             rec = {t: {k: c[k] for k in ("rows_in", "accepted", "quarantined")}
                    for t, c in m["reconciliation"].items()}
             print(f"      reconciliation   {json.dumps(rec)}")

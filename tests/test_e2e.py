@@ -27,6 +27,12 @@ def overlay(tmp: Path, ads: Path, clicks: Path) -> Path:
         "spark": {"master": "local[2]", "shuffle_partitions": 2},
         "hllm": {"model_dir": str(tmp / "models"), "cache_dir": str(tmp / "cache"),
                  "train": {"epochs": 2}},
+        "cluster": {"k": 8, "min_cluster_size": 5},
+        "creator": {"model_dir": str(tmp / "creator"),
+                    "teacher": {"cache_dir": str(tmp / "teacher")},
+                    "train": {"epochs": 1}, "eval": {"max_examples": 20, "ads": 5, "clusters": 2}},
+        "generate": {"cache_dir": str(tmp / "generations"), "shards": 1},
+        "library": {"embedded_dir": str(tmp / "s3")},
     }))
     return cfg
 
@@ -51,6 +57,19 @@ def test_cycle_through_airflow_then_rerun_skips(tmp_path, tiny_sample):
     assert read_manifest(cycle / "embed_items")["outputs"]["item_embeddings"]["rows"] > 0
     assert users["shards"] == 4 and users["counts"]["embedded"] > 0  # four mapped shard tasks
     assert (tmp_path / "models" / "CURRENT").is_file()  # default HLLM trained on first run
+    assert (tmp_path / "creator" / "CURRENT").is_file()  # and the default Creative LLM
+    requests = read_manifest(cycle / "match_ads")["outputs"]["generation_requests"]["rows"]
+    gen = read_manifest(cycle / "generate")
+    assert requests > 0 and gen["outputs"]["generations"]["rows"] == requests
+    assert gen["backend"] == "vllm"  # the default engine, through Airflow
+    kill = read_manifest(cycle / "kill_badcases")
+    published = read_manifest(cycle / "publish_library")
+    assert published["outputs"]["library"]["rows"] == kill["counts"]["passed"] > 0
+    library = tmp_path / "s3" / "creative-library" / "creative-factory"
+    assert (library / "LATEST").read_text() == CYCLE
+    for name in ("manifest.json", "creatives.parquet", "report.html"):
+        assert (library / "versions" / CYCLE / name).is_file(), name
+    assert "report:" in first.stdout and "library: s3://creative-library/" in first.stdout
 
     second = run_cycle(cfg)
     assert second.returncode == 0, second.stdout[-3000:]

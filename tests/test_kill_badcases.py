@@ -45,15 +45,20 @@ def test_verdicts_reasons_and_counts(cycle):
         generation_row(b, 14, f"{b['title'].split(',')[0]} for u00000042"),
         dict(generation_row(b, 15, f"{b['title']} for runners"), ad_id="../../evil"),
         generation_row(b, 16, ""),
-        # duplicates: same title for two clusters of one ad; the better score survives
+        # duplicates: the same title twice for one cluster of an ad (query-aware and
+        # query-free); the better score survives. Another cluster may get it too (23).
         generation_row(b, 20, f"{b['title'].split(',')[0]} for gift givers", score=0.9),
-        generation_row(b, 21, f"{b['title'].split(',')[0]} for gift givers", score=0.2),
+        generation_row(b, 20, f"{b['title'].split(',')[0]} for gift givers", score=0.2,
+                       strategy="query_aware", query="gift"),
+        generation_row(b, 23, f"{b['title'].split(',')[0]} for gift givers", score=0.5),
         dict(generation_row(b, 22, f"{b['title'].split(',')[0]} for hikers"), ad_id="ad-gone"),
     ]
     write_generations(cfg, CYCLE, good + bad)
     m = kill_badcases.run(cfg, CYCLE, progress=False)
-    verdicts = {r["cluster_id"]: r for r in pq.read_table(
-        m["outputs"]["verdicts"]["path"]).to_pylist() if r["cluster_id"] >= 10}
+    rows = [r for r in pq.read_table(m["outputs"]["verdicts"]["path"]).to_pylist()
+            if r["cluster_id"] >= 10]
+    twice = [r for r in rows if r["cluster_id"] == 20]
+    verdicts = {r["cluster_id"]: r for r in rows if r["cluster_id"] != 20}
     assert "location_not_in_source" in verdicts[10]["reasons"]
     assert "other_advertiser_brand" in verdicts[11]["reasons"]
     assert "medical_claim" in verdicts[12]["reasons"]
@@ -61,9 +66,11 @@ def test_verdicts_reasons_and_counts(cycle):
     assert "user_id_in_title" in verdicts[14]["reasons"]
     assert verdicts[15]["reasons"] == ["unsafe_id"]
     assert verdicts[16]["reasons"] == ["empty_title"]
-    assert verdicts[20]["passed"] and verdicts[21]["reasons"] == ["duplicate_variant"]
+    assert [(r["strategy"], r["passed"], r["reasons"]) for r in twice] == [
+        ("query_free", True, []), ("query_aware", False, ["duplicate_variant"])]
+    assert verdicts[23]["passed"]
     assert "inactive_ad" in verdicts[22]["reasons"]
-    assert all(not v["passed"] for k, v in verdicts.items() if k != 20)
+    assert all(not v["passed"] for k, v in verdicts.items() if k != 23)
     assert all(any(d.startswith(r) for d in v["details"]) for v in verdicts.values()
                for r in v["reasons"])
     assert not any("u00000042" in d for v in verdicts.values() for d in v["details"])
@@ -71,7 +78,8 @@ def test_verdicts_reasons_and_counts(cycle):
     c = m["counts"]  # counts reconcile: every generation is in verdicts; passing + killed
     assert m["outputs"]["verdicts"]["rows"] == c["generations"] == len(good) + len(bad)
     assert c["passed"] + c["killed"] == c["generations"]
-    assert m["outputs"]["passing"]["rows"] == c["passed"] == len(good) + 1
+    assert m["outputs"]["passing"]["rows"] == c["passed"] == len(good) + 2
+    assert c["titles_shared_across_clusters"] == 2
     assert m["kills_by_reason"]["duplicate_variant"] == 1
     assert m["kills_by_rule"]["safety"] == 3  # unsafe id, user id in title, inactive ad
     passing = pq.read_table(m["outputs"]["passing"]["path"])
