@@ -289,7 +289,8 @@ def _past_outputs(cache_dir: Path, model_version: str, request_ids: list[str]) -
 
 
 def _written(shard_dir: Path) -> set[str]:
-    parts = sorted(shard_dir.glob("*.parquet"))
+    """Request ids a shard already wrote, as generations or as failed (both count)."""
+    parts = sorted(shard_dir.glob("*.parquet")) + sorted(shard_dir.glob("failed/*.parquet"))
     done: set[str] = set()
     for p in parts:
         done.update(pq.read_table(p, columns=["request_id"]).column("request_id").to_pylist())
@@ -497,17 +498,19 @@ def commit(cfg: Config, cycle_id: str) -> dict[str, Any]:
                             columns=["request_id", "title", "output_tokens",
                                      "generated_cycle_id"])
         totals = {k: sum(s.get(k) or 0 for s in per_shard)
-                  for k in ("requests", "generated", "reused", "failed", "output_tokens",
+                  for k in ("output_tokens",
                             "title_truncated", "points_dropped", "query_truncated",
                             "repeated_segments_dropped", "engine_start_seconds")}
+        # from the data, not the last attempt of each shard (a resumed shard wrote rows before)
+        n_reused = gens.count_rows(filter=pc.field("reused"))
+        totals.update({"requests": n_req, "generated": n_gen - n_reused, "reused": n_reused,
+                       "failed": n_fail})
         secs = sum(s["generation_seconds"] for s in per_shard)
         totals["generation_seconds"] = round(secs, 3)
         totals["tokens_per_s"] = round(totals["output_tokens"] / secs, 1) if secs else None
         totals["reuse_share"] = round(totals["reused"] / max(n_req, 1), 4)
-        reasons: Counter[str] = Counter()
-        for s in per_shard:
-            reasons.update(s.get("failed_by_reason", {}))
-        totals["failed_by_reason"] = dict(reasons)
+        totals["failed_by_reason"] = dict(Counter(fails.to_table(columns=["reason"]).column(
+            "reason").to_pylist()))
         manifest = stage.commit(
             {"generations": {"path": str(stage.final / "generations"), "rows": n_gen},
              "failed": {"path": str(stage.final / "failed"), "rows": n_fail}},

@@ -88,10 +88,13 @@ def test_next_cycle_reuses_unchanged_requests_and_generates_changed_ones(ready):
     pq.write_table(pa.Table.from_pylist(rows, reqs.schema), path)
     second = generate.run(cfg, NEXT, force=True, progress=False)
     gens = _table(second, "generations").to_pylist()
-    n_changed = sum(r["ad_id"] == changed for r in rows)
-    assert second["counts"]["generated"] == n_changed
-    assert second["counts"]["reused"] == len(rows) - n_changed
     earlier = {r["request_id"]: r["title"] for r in _table(first, "generations").to_pylist()}
+    # every unchanged request with an earlier output is reused; the others (the changed ad,
+    # and requests whose first attempt failed, e.g. empty_output) are generated again
+    reusable = sum(r["ad_id"] != changed and r["request_id"] in earlier for r in rows)
+    c = second["counts"]
+    assert reusable > 0 and c["reused"] == reusable
+    assert c["generated"] + c["failed"] == len(rows) - reusable
     for g in gens:
         if g["ad_id"] == changed:
             assert not g["reused"] and g["generated_cycle_id"] == NEXT
@@ -119,8 +122,13 @@ def test_a_killed_shard_resumes_and_a_done_shard_is_skipped(ready, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         generate.run_shard(cfg, CYCLE, 0, progress=False)
     monkeypatch.setattr(generate.HFEngine, "generate", real)
+    # the first chunk was kept: its generations and its failures (e.g. empty_output)
+    parts = list(stage_dir(cfg.lake, CYCLE, "generate").parent.glob(
+        ".generate.shards-*/shard-00000/**/part-*.parquet"))
+    kept = sum(pq.read_metadata(p).num_rows for p in parts)
+    assert calls["n"] == 2 and kept == cfg.generate.chunk_size, (calls, parts)
     counts = generate.run_shard(cfg, CYCLE, 0, progress=False)
-    assert counts["resumed_already_written"] > 0  # the first chunk was kept
+    assert counts["resumed_already_written"] == kept, counts
     assert counts["generated"] + counts["resumed_already_written"] + counts["failed"] == \
         counts["requests"]
     assert generate.run_shard(cfg, CYCLE, 0, progress=False)["skipped"]
