@@ -232,3 +232,47 @@ def test_a_killed_training_resumes_to_the_same_weights(tiny_cycle, tmp_path_fact
     resumed = train_creator.train(cfg, CYCLE, progress=False, evaluate_after=False)
     assert resumed.name == first.name  # bit-identical to the uninterrupted run
     assert not list(cfg.creator.model_dir.glob(".training-*"))
+
+
+def test_llm_judge_asks_both_orders_and_counts_inconsistency_as_same(chat_server, tmp_path):
+    from jobs.config import load_config
+    from jobs.eval_creator import judge_gsb
+
+    cfg = load_config(environ={})
+    client = ChatClient(ChatEndpoint(chat_server, "judge"), tmp_path, retries=0, backoff_s=0,
+                        concurrency=1)
+    rows = [{"query": None, "selling_points": ["Fast charging"], "profile": "{}",
+             "original_title": f"Original {i}"} for i in range(3)]
+    titles = ["Generated 0", "Generated 1", "Generated 2"]
+    # first pass (generated = a): a, b, a; second pass (generated = b): b, a, a
+    _Scripted.script = [(200, '{"answer": "a"}'), (200, '{"answer": "b"}'),
+                        (200, '{"answer": "a"}'), (200, '{"answer": "b"}'),
+                        (200, '{"answer": "a"}'), (200, '{"answer": "a"}')]
+    result = judge_gsb(cfg, client, rows, titles)
+    assert result == {"good": 1, "same": 1, "bad": 1, "failed": 0, "advantage": 0.0}
+    first = _Scripted.seen[0]["messages"][0]["content"]
+    assert '"Generated 0"' in first.split("<title_a>")[1].split("</title_a>")[0]
+    second = _Scripted.seen[3]["messages"][0]["content"]
+    assert '"Generated 0"' in second.split("<title_b>")[1].split("</title_b>")[0]
+
+
+@pytest.mark.spark
+def test_end_to_end_training_tunes_the_user_llm_too(tiny_cycle, tmp_path_factory, tmp_path):
+    from jobs import train_creator
+
+    cfg, _ = trained_creator(tiny_cycle, tmp_path_factory)
+    cfg = cfg.model_copy(deep=True)
+    cfg.creator.model_dir = tmp_path / "models"
+    cfg.creator.train.hllm = "end_to_end"
+    cfg.creator.train.epochs = 1
+    path = train_creator.train(cfg, CYCLE, progress=False, evaluate_after=False)
+    meta = json.loads((path / "creator.json").read_text())
+    assert meta["hllm_mode"] == "end_to_end" and meta["notes"] == ""
+    assert (path / "hllm" / "user_llm" / "heads.safetensors").is_file()
+    assert (path / "hllm" / "predictor" / "model.safetensors").is_file()
+    from jobs.hllm_models import require_artifact
+    from models.user_llm import UserLLM
+
+    tuned = UserLLM.load(path / "hllm" / "user_llm").state_dict()
+    base = UserLLM.load(require_artifact(cfg) / "user_llm").state_dict()
+    assert any(not torch.equal(tuned[k], base[k]) for k in base)  # gradients reached it
