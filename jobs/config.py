@@ -248,6 +248,7 @@ class Generate(_Section):
     batch_size: int = Field(64, gt=0)  # hf backend: requests per `generate` call
     temperature: float = Field(0.0, ge=0)  # 0 = greedy; > 0 samples with a seed per request
     top_p: float = Field(1.0, gt=0, le=1)
+    min_new_tokens: int = Field(2, ge=0)  # no empty titles: the end token waits this long
     seed: int = 7  # mixed with each request_id into the request's seed
     chunk_size: int = Field(512, gt=0)  # requests per written part: a killed shard resumes there
     cache_dir: Path = Path("var/cache/generations")  # past outputs by request_id (reuse)

@@ -138,7 +138,8 @@ class HFEngine:
             ids = self.model.generate(torch.from_numpy(users[idx]), [prompts[i] for i in idx],
                                       c.max_new_tokens, self.g.temperature, self.g.top_p,
                                       seed=seeds[idx[0]],
-                                      allowed=[allowed[i] for i in idx] if allowed else None)
+                                      allowed=[allowed[i] for i in idx] if allowed else None,
+                                      min_new_tokens=self.g.min_new_tokens)
             for i, toks in zip(idx, ids, strict=True):
                 out[i] = (self.model.decode(toks), len(toks))
         return out
@@ -191,6 +192,7 @@ class VLLMEngine:
         requests = [{"prompt_embeds": e.to(self.dtype)} for e in embeds]
         params = [SamplingParams(max_tokens=c.max_new_tokens, temperature=self.g.temperature,
                                  top_p=self.g.top_p, seed=s, skip_special_tokens=True,
+                                 min_tokens=self.g.min_new_tokens,
                                  stop_token_ids=[self.model.eos_id],
                                  allowed_token_ids=allowed[i] if allowed else None)
                   for i, s in enumerate(seeds)]

@@ -211,7 +211,8 @@ class CreativeLLM(nn.Module):
     @torch.no_grad()
     def generate(self, users: torch.Tensor, prompts: list[list[int]], max_new_tokens: int,
                  temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                 allowed: list[list[int] | None] | None = None) -> list[list[int]]:
+                 allowed: list[list[int] | None] | None = None,
+                 min_new_tokens: int = 0) -> list[list[int]]:
         """Hugging Face `generate` over a batch (left-padded inputs_embeds). `allowed` limits
         each request to its own token ids (grounded decoding). Returns the new token ids per
         request, without the closing </s>."""
@@ -228,7 +229,8 @@ class CreativeLLM(nn.Module):
         sample = temperature > 0
         out = self.lm.generate(
             inputs_embeds=x.to(device), attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens, do_sample=sample,
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
+            do_sample=sample,
             temperature=temperature if sample else None, top_p=top_p if sample else None,
             top_k=None, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
             prefix_allowed_tokens_fn=(lambda b, _ids: allowed[b]) if allowed and all(

@@ -90,16 +90,36 @@ def tiny_cycle(tmp_path_factory, tiny_sample):
     return cfg, extract_features.run(cfg, CYCLE)
 
 
+def own_lake(tiny_cycle, tmp: Path):
+    """The tiny cycle's config with a private lake (its extract_features output copied in)
+    and a private HLLM model dir: tests that write later stages or train models do not
+    step on each other through the session's shared lake."""
+    import shutil
+
+    from jobs.lake import stage_dir
+
+    cfg, _ = tiny_cycle
+    own = cfg.model_copy(deep=True)
+    own.lake = tmp / "lake"
+    own.hllm.model_dir = tmp / "hllm"
+    own.airflow.home = tmp / "airflow"
+    shutil.copytree(stage_dir(cfg.lake, CYCLE, "extract_features"),
+                    stage_dir(own.lake, CYCLE, "extract_features"), dirs_exist_ok=True)
+    return own
+
+
 TEST_CREATOR_VERSION = "creator-test"  # match_ads' request ids before a Creative LLM exists
 
 
 @pytest.fixture(scope="session")
-def matched_cycle(tiny_cycle):
+def matched_cycle(tiny_cycle, tmp_path_factory):
     """The tiny cycle through match_ads (a tiny HLLM trained on it): (config, manifests by
     stage). Requests carry TEST_CREATOR_VERSION as their Creative LLM version."""
     from jobs import cluster_users, embed_items, embed_users, match_ads, train_hllm
+    from jobs.lake import read_manifest, stage_dir
 
-    cfg, features = tiny_cycle
+    cfg = own_lake(tiny_cycle, tmp_path_factory.mktemp("matched"))
+    features = read_manifest(stage_dir(cfg.lake, CYCLE, "extract_features"))
     train_hllm.train(cfg, CYCLE, progress=False)
     manifests = {"extract_features": features,
                  "embed_items": embed_items.run(cfg, CYCLE, progress=False),

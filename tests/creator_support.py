@@ -31,9 +31,10 @@ _CACHE: dict[str, object] = {}
 
 def creator_config(tiny_cycle, tmp: Path, *overrides: str):
     """The tiny cycle's config with the Creative LLM paths under `tmp`."""
-    cfg, _ = tiny_cycle
     from jobs.config import load_config
+    from tests.conftest import own_lake
 
+    cfg = own_lake(tiny_cycle, tmp)
     base = [f"{k}={v}" for k, v in {
         "lake": cfg.lake, "inputs.ads": cfg.inputs.ads, "inputs.clicks": cfg.inputs.clicks,
         "airflow.home": cfg.airflow.home, "hllm.model_dir": cfg.hllm.model_dir,
@@ -52,8 +53,8 @@ def creator_config(tiny_cycle, tmp: Path, *overrides: str):
 
 
 def hllm_ready(cfg) -> None:
-    """A trained HLLM, item and user embeddings for the tiny cycle (once per session)."""
-    if "hllm" in _CACHE:
+    """A trained HLLM, item and user embeddings for the tiny cycle (once per lake)."""
+    if ("hllm", str(cfg.lake)) in _CACHE:
         return
     from jobs import embed_items, embed_users, train_hllm
     from jobs.hllm_models import current_artifact
@@ -62,7 +63,7 @@ def hllm_ready(cfg) -> None:
         train_hllm.train(cfg, CYCLE, progress=False)
     embed_items.run(cfg, CYCLE, progress=False)
     embed_users.run(cfg, CYCLE, progress=False)
-    _CACHE["hllm"] = True
+    _CACHE[("hllm", str(cfg.lake))] = True
 
 
 def trained_creator(tiny_cycle, tmp_factory):

@@ -59,7 +59,7 @@ def test_generations_follow_the_contract_and_reconcile(ready):
     c = m["counts"]
     assert c["requests"] == n and c["generated"] == gens.num_rows and c["reused"] == 0
     assert c["output_tokens"] == sum(gens.column("output_tokens").to_pylist())
-    assert c["tokens_per_s"] > 0 and len(m["per_shard"]) == cfg.generate.shards
+    assert c["tokens_per_s"] > 0 and len(m["per_shard"]) == cfg.generate.shards, (c, m["per_shard"])
     # the grounding pass rate before the Badcase Killer is measured the same way
     passed = [not fabrication_reasons(r["title"], r["original_title"], r["selling_points"],
                                       r["query"]) for r in gens.to_pylist()]
