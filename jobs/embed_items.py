@@ -125,7 +125,7 @@ def embed_items(cfg: Config, items_path: Path, artifact: Path | None = None,
 
 
 def run(cfg: Config, cycle_id: str, force: bool = False, progress: bool = True) -> dict[str, Any]:
-    from jobs.hllm_models import current_artifact
+    from jobs.hllm_models import current_artifact, item_model_version
 
     features = read_manifest(stage_dir(cfg.lake, cycle_id, "extract_features"))
     if features is None:
@@ -133,8 +133,10 @@ def run(cfg: Config, cycle_id: str, force: bool = False, progress: bool = True) 
 
         raise UserError(f"cycle {cycle_id} has no committed extract_features stage: run it first")
     artifact = current_artifact(cfg)
+    # the Item LLM's version, not the HLLM artifact's: a first cycle embeds items before its
+    # HLLM exists, and a new User LLM does not change item embeddings
     inputs = {"items": features["outputs"]["items"], "features_finished": features["finished_at"],
-              "artifact": str(artifact) if artifact else None}
+              "item_model_version": item_model_version(cfg, artifact)}
     stage = StageRun(cfg.lake, cycle_id, STAGE, inputs,
                      f"{cfg.section_hash('hllm')}-{fingerprint_code(Path(__file__))}")
     with stage.exclusive():
