@@ -14,20 +14,13 @@ from pathlib import Path
 
 from jobs.config import Config
 from jobs.errors import UserError
+from jobs.model_pointer import CURRENT, current_dir, point_at
 
-CURRENT = "CURRENT"
 META = "creator.json"
 
 
 def current_artifact(cfg: Config) -> Path | None:
-    pointer = cfg.creator.model_dir / CURRENT
-    if not pointer.is_file():
-        return None
-    path = cfg.creator.model_dir / pointer.read_text().strip()
-    if not (path / META).is_file():
-        raise UserError(f"{pointer} names {path.name}, which is not a complete Creative LLM "
-                        "artifact")
-    return path
+    return current_dir(cfg.creator.model_dir, META, "Creative LLM")
 
 
 def require_artifact(cfg: Config) -> Path:
@@ -44,9 +37,7 @@ def artifact_version(path: Path) -> str:
 
 def set_current(cfg: Config, artifact: Path) -> None:
     """Point CURRENT at `artifact` (atomic: readers see the old or the new name)."""
-    tmp = cfg.creator.model_dir / f".{CURRENT}.tmp"
-    tmp.write_text(Path(artifact).name + "\n")
-    tmp.replace(cfg.creator.model_dir / CURRENT)
+    point_at(cfg.creator.model_dir, artifact)
 
 
 def promote_if_better(cfg: Config, candidate: Path, cycle_id: str,

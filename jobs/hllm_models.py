@@ -21,8 +21,7 @@ from pathlib import Path
 
 from jobs.config import Config
 from jobs.errors import UserError
-
-CURRENT = "CURRENT"
+from jobs.model_pointer import CURRENT, current_dir, point_at
 
 
 def item_llm_config(cfg: Config):
@@ -61,13 +60,7 @@ def load_item_llm(cfg: Config, artifact: Path | None = None):
 
 
 def current_artifact(cfg: Config) -> Path | None:
-    pointer = cfg.hllm.model_dir / CURRENT
-    if not pointer.is_file():
-        return None
-    path = cfg.hllm.model_dir / pointer.read_text().strip()
-    if not (path / "hllm.json").is_file():
-        raise UserError(f"{pointer} names {path.name}, which is not a complete HLLM artifact")
-    return path
+    return current_dir(cfg.hllm.model_dir, "hllm.json", "HLLM")
 
 
 def require_artifact(cfg: Config) -> Path:
@@ -108,7 +101,5 @@ def promote_if_better(cfg: Config, candidate: Path, cycle_id: str) -> dict:
                 "current_recall@10": old_score, "promoted": promoted}
     (candidate / "promotion.json").write_text(json.dumps(decision, indent=2))
     if promoted:
-        tmp = cfg.hllm.model_dir / f".{CURRENT}.tmp"
-        tmp.write_text(candidate.name + "\n")
-        tmp.replace(cfg.hllm.model_dir / CURRENT)
+        point_at(cfg.hllm.model_dir, candidate)
     return decision

@@ -46,6 +46,7 @@ from jobs.config import Config
 from jobs.creator_models import CURRENT, META
 from jobs.errors import UserError
 from jobs.lake import read_manifest, stage_dir
+from jobs.model_pointer import point_at
 from models.creative_llm import CreativeLLM, CreativeLLMConfig
 
 log = logging.getLogger(__name__)
@@ -363,7 +364,7 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
         meta["metrics"] = evaluate_artifact(cfg, out, cycle_id, progress=progress)
         (out / META).write_text(json.dumps(meta, indent=2))
     if promote_if_none and not (cfg.creator.model_dir / CURRENT).is_file():
-        (cfg.creator.model_dir / CURRENT).write_text(out.name + "\n")
+        point_at(cfg.creator.model_dir, out)
     log.info("Creative LLM %s written to %s in %.0fs: %s", version, out, seconds,
              meta.get("metrics"))
     return out

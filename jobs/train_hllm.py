@@ -38,6 +38,7 @@ from jobs.errors import UserError
 from jobs.hllm_data import HistoryData, load_histories
 from jobs.hllm_models import CURRENT, load_item_llm
 from jobs.lake import read_manifest, stage_dir
+from jobs.model_pointer import point_at
 from models.predictor import ItemUserPredictor, PredictorConfig
 from models.user_llm import UserLLM, UserLLMConfig, left_pad
 
@@ -271,7 +272,7 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
     os.replace(staging, out)
     shutil.rmtree(work, ignore_errors=True)
     if promote_if_none and not (cfg.hllm.model_dir / CURRENT).is_file():
-        (cfg.hllm.model_dir / CURRENT).write_text(out.name + "\n")
+        point_at(cfg.hllm.model_dir, out)
     log.info("HLLM %s written to %s: %s", version, out, metrics)
     return out
 
