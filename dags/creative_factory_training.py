@@ -25,8 +25,8 @@ Builds the models the cycle uses, from the features of one cycle:
    the HLLM changed), so the Creative LLM trains in the space cycles will use.
 4. `train_creator` -> `promote_creator`: Creative LLM with the generation, click
    classification, alignment and reconstruction losses; evaluated on held-out users and
-   promoted only when its grounding pass rate and personalization advantage are both at
-   least the current version's. The evaluation is kept beside the model.
+   promoted only when its personalization advantage is at least the current version's and
+   its grounding pass rate at most 2 points below it. The evaluation is kept beside the model.
 
 Params: `cycle_id` (default: the latest cycle with committed features). A version that is
 not promoted stays in its model directory; see docs/runbook.md to promote or revert.
