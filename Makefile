@@ -7,12 +7,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run airflow test bench lint constraints clean help
+.PHONY: run airflow test test-unit test-stages test-models test-dags test-e2e bench lint constraints clean help
 
 help:
 	@echo "make run    - one full cycle through Airflow on the embedded default (var/)"
 	@echo "make airflow - local Airflow UI (standalone, SQLite under var/airflow) with these DAGs"
-	@echo "make test   - the whole test suite"
+	@echo "make test   - the whole test suite (= test-unit test-stages test-models test-dags test-e2e)"
+	@echo "make test-unit|test-stages|test-models|test-dags|test-e2e - one tier (docs/architecture.md)"
 	@echo "make bench  - benchmarks (numbers go in README.md)"
 	@echo "make lint   - ruff"
 	@echo "make clean  - remove var/ (lake, sample data, Airflow metadata)"
@@ -38,6 +39,9 @@ airflow: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-unit test-stages test-models test-dags test-e2e: test-%: $(STAMP)
+	$(BIN)/python -m pytest tests/$*
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_features.py

@@ -10,7 +10,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import Asset, dag, task
 from airflow.timetables.interval import DeltaDataIntervalTimetable
 
-from jobs.airflow_callbacks import on_task_failure
+from jobs.entrypoints.airflow_callbacks import on_task_failure
 
 LIBRARY = Asset(name="creative_factory_library", uri="creative-factory://library/LATEST")
 GPU_POOL = "gpu"  # bounds embedding and generation tasks (create it: see docs/runbook.md)
@@ -68,19 +68,19 @@ CYCLE_ID = "{{ data_interval_end.strftime('%Y%m%dT%H%M%SZ') }}"
 def creative_factory_cycle():
     @task.branch
     def spark_mode() -> str:
-        from jobs.airflow_tasks import spark_mode_task
+        from jobs.entrypoints.airflow_tasks import spark_mode_task
 
         return spark_mode_task()
 
     @task
     def extract_features(data_interval_end=None) -> dict:
-        from jobs.airflow_tasks import extract_features_task
+        from jobs.entrypoints.airflow_tasks import extract_features_task
 
         return extract_features_task(data_interval_end)
 
     extract_features_submit = SparkSubmitOperator(
         task_id="extract_features_submit",
-        application=str(Path(__file__).resolve().parents[1] / "jobs" / "spark_submit_main.py"),
+        application=str(Path(__file__).resolve().parents[1] / "jobs" / "entrypoints" / "spark_submit_main.py"),
         application_args=["extract-features", "--cycle-id", CYCLE_ID],
         conn_id="creative_factory_spark",
         name="creative-factory-extract-features",
@@ -89,85 +89,85 @@ def creative_factory_cycle():
 
     @task(pool=GPU_POOL, trigger_rule="none_failed_min_one_success")
     def embed_items(data_interval_end=None) -> dict:
-        from jobs.airflow_tasks import embed_items_task
+        from jobs.entrypoints.airflow_tasks import embed_items_task
 
         return embed_items_task(data_interval_end)
 
     @task(pool=GPU_POOL, execution_timeout=timedelta(hours=3))
     def ensure_hllm(data_interval_end=None) -> dict:
-        from jobs.airflow_tasks import ensure_hllm_task
+        from jobs.entrypoints.airflow_tasks import ensure_hllm_task
 
         return ensure_hllm_task(data_interval_end)
 
     @task
     def plan_user_shards() -> list[int]:
-        from jobs.airflow_tasks import plan_user_shards_task
+        from jobs.entrypoints.airflow_tasks import plan_user_shards_task
 
         return plan_user_shards_task()
 
     @task(pool=GPU_POOL)
     def embed_users_shard(shard: int, data_interval_end=None) -> dict:
-        from jobs.airflow_tasks import embed_users_shard_task
+        from jobs.entrypoints.airflow_tasks import embed_users_shard_task
 
         return embed_users_shard_task(data_interval_end, shard)
 
     @task
     def embed_users(data_interval_end=None) -> dict:
-        from jobs.airflow_tasks import embed_users_commit_task
+        from jobs.entrypoints.airflow_tasks import embed_users_commit_task
 
         return embed_users_commit_task(data_interval_end)
 
     @task
     def cluster_users(data_interval_end=None) -> dict:
-        from jobs.airflow_tasks import cluster_users_task
+        from jobs.entrypoints.airflow_tasks import cluster_users_task
 
         return cluster_users_task(data_interval_end)
 
     @task(pool=GPU_POOL, execution_timeout=timedelta(hours=3))
     def ensure_creator(data_interval_end=None) -> dict:
-        from jobs.airflow_tasks import ensure_creator_task
+        from jobs.entrypoints.airflow_tasks import ensure_creator_task
 
         return ensure_creator_task(data_interval_end)
 
     @task
     def match_ads(data_interval_end=None) -> dict:
-        from jobs.airflow_tasks import match_ads_task
+        from jobs.entrypoints.airflow_tasks import match_ads_task
 
         return match_ads_task(data_interval_end)
 
     @task
     def plan_generate_shards(data_interval_end=None) -> list[int]:
-        from jobs.airflow_tasks import plan_generate_shards_task
+        from jobs.entrypoints.airflow_tasks import plan_generate_shards_task
 
         return plan_generate_shards_task(data_interval_end)
 
     @task(pool=GPU_POOL, execution_timeout=timedelta(hours=2))
     def generate_shard(shard: int, data_interval_end=None) -> dict:
-        from jobs.airflow_tasks import generate_shard_task
+        from jobs.entrypoints.airflow_tasks import generate_shard_task
 
         return generate_shard_task(data_interval_end, shard)
 
     @task
     def generate(data_interval_end=None) -> dict:
-        from jobs.airflow_tasks import generate_commit_task
+        from jobs.entrypoints.airflow_tasks import generate_commit_task
 
         return generate_commit_task(data_interval_end)
 
     @task
     def kill_badcases(data_interval_end=None) -> dict:
-        from jobs.airflow_tasks import kill_badcases_task
+        from jobs.entrypoints.airflow_tasks import kill_badcases_task
 
         return kill_badcases_task(data_interval_end)
 
     @task
     def report(data_interval_end=None) -> dict:
-        from jobs.airflow_tasks import report_task
+        from jobs.entrypoints.airflow_tasks import report_task
 
         return report_task(data_interval_end)
 
     @task(outlets=[LIBRARY])
     def publish_library(data_interval_end=None) -> dict:
-        from jobs.airflow_tasks import publish_library_task
+        from jobs.entrypoints.airflow_tasks import publish_library_task
 
         return publish_library_task(data_interval_end)
 

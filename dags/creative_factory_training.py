@@ -7,7 +7,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from jobs.airflow_callbacks import on_task_failure
+from jobs.entrypoints.airflow_callbacks import on_task_failure
 
 GPU_POOL = "gpu"
 
@@ -51,37 +51,37 @@ not promoted stays in its model directory; see docs/runbook.md to promote or rev
 def creative_factory_training():
     @task
     def build_dataset(params=None) -> dict:
-        from jobs.airflow_tasks import build_dataset_task
+        from jobs.entrypoints.airflow_tasks import build_dataset_task
 
         return build_dataset_task(params["cycle_id"])
 
     @task(pool=GPU_POOL)
     def train_hllm(built: dict) -> dict:
-        from jobs.airflow_tasks import train_hllm_task
+        from jobs.entrypoints.airflow_tasks import train_hllm_task
 
         return train_hllm_task(built["cycle_id"])
 
     @task
     def promote_hllm(trained: dict) -> dict:
-        from jobs.airflow_tasks import promote_hllm_task
+        from jobs.entrypoints.airflow_tasks import promote_hllm_task
 
         return promote_hllm_task(trained)
 
     @task(pool=GPU_POOL)
     def embed_users(built: dict) -> dict:
-        from jobs.airflow_tasks import embed_users_for_training_task
+        from jobs.entrypoints.airflow_tasks import embed_users_for_training_task
 
         return embed_users_for_training_task(built["cycle_id"])
 
     @task(pool=GPU_POOL)
     def train_creator(built: dict) -> dict:
-        from jobs.airflow_tasks import train_creator_task
+        from jobs.entrypoints.airflow_tasks import train_creator_task
 
         return train_creator_task(built)
 
     @task
     def promote_creator(trained: dict) -> dict:
-        from jobs.airflow_tasks import promote_creator_task
+        from jobs.entrypoints.airflow_tasks import promote_creator_task
 
         return promote_creator_task(trained)
 

@@ -38,7 +38,7 @@ RUN useradd --uid 50000 --gid 0 --create-home --home-dir /home/airflow airflow \
 
 WORKDIR /opt/creative-factory
 
-# The project is installed in editable mode on purpose: jobs/config.py resolves
+# The project is installed in editable mode on purpose: jobs/platform/config.py resolves
 # creative-factory.yaml, sql/, config/ and relative paths such as var/lake against the
 # directory that holds jobs/, so the sources must stay here, beside those files.
 COPY pyproject.toml constraints.txt README.md creative-factory.yaml ./

@@ -1,4 +1,3 @@
-"""Models of the HLLM-Creator method, one model per file (see docs/ and DESIGN.md).
-
-Empty until the HLLM issue lands: Item LLM, User LLM, Item-User Predictor, Creative LLM.
-"""
+"""Models of the HLLM-Creator method, one model per file: `item_llm.py` (Item LLM),
+`user_llm.py` (User LLM), `predictor.py` (Item-User Predictor), `creative_llm.py` (Creative
+LLM). Nothing here imports `jobs/`."""

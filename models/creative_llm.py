@@ -15,7 +15,7 @@ The same LM also serves the two auxiliary heads of §3.4 (shared parameters, as 
 * User Interest Decoder: `proj(U) <s> [PROFILE]` -> the description tokens (recon loss).
 
 The default LM is a small Llama-architecture decoder with a BPE tokenizer trained here
-(jobs/creator_tokenizer.py). Saved in Hugging Face format: `lm/` is a plain
+(jobs/training/creator_tokenizer.py). Saved in Hugging Face format: `lm/` is a plain
 `LlamaForCausalLM` (or the base model's class) with its tokenizer, which vLLM loads as is;
 the projection lives beside it (`user_projection.safetensors`), because the engine takes
 ready-made `prompt_embeds` and never sees U.
@@ -31,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jobs.creator_tokenizer import INTEREST, OUT, POINT, PROFILE, QUERY, TITLE
+# Prompt structure markers: special tokens of the model's tokenizer (the layouts below).
+TITLE, POINT, QUERY, OUT, PROFILE, INTEREST = (
+    "[TITLE]", "[POINT]", "[QUERY]", "[OUT]", "[PROFILE]", "[INTEREST]")
 
 
 @dataclass

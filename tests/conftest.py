@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
-from jobs.config import load_config
-from jobs.sample_data import SampleSpec, generate
+from jobs.platform.config import load_config
+from jobs.sample.sample_data import SampleSpec, generate
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 # py4j logs from __del__ at interpreter exit, after logging's streams are closed
@@ -75,7 +77,7 @@ def write_jsonl(path: Path, rows: list) -> Path:
 def tiny_cycle(tmp_path_factory, tiny_sample):
     """extract_features on the tiny sample, once per test session: (config, manifest).
     HLLM settings are shrunk so training takes seconds."""
-    from jobs import extract_features
+    from jobs.stages import extract_features
 
     tmp = tmp_path_factory.mktemp("cycle")
     cfg = make_config(
@@ -96,7 +98,7 @@ def own_lake(tiny_cycle, tmp: Path):
     step on each other through the session's shared lake."""
     import shutil
 
-    from jobs.lake import stage_dir
+    from jobs.platform.lake import stage_dir
 
     cfg, _ = tiny_cycle
     own = cfg.model_copy(deep=True)
@@ -115,8 +117,9 @@ TEST_CREATOR_VERSION = "creator-test"  # match_ads' request ids before a Creativ
 def matched_cycle(tiny_cycle, tmp_path_factory):
     """The tiny cycle through match_ads (a tiny HLLM trained on it): (config, manifests by
     stage). Requests carry TEST_CREATOR_VERSION as their Creative LLM version."""
-    from jobs import cluster_users, embed_items, embed_users, match_ads, train_hllm
-    from jobs.lake import read_manifest, stage_dir
+    from jobs.platform.lake import read_manifest, stage_dir
+    from jobs.stages import cluster_users, embed_items, embed_users, match_ads
+    from jobs.training import train_hllm
 
     cfg = own_lake(tiny_cycle, tmp_path_factory.mktemp("matched"))
     features = read_manifest(stage_dir(cfg.lake, CYCLE, "extract_features"))
@@ -127,3 +130,37 @@ def matched_cycle(tiny_cycle, tmp_path_factory):
     manifests["cluster_users"] = cluster_users.run(cfg, CYCLE)
     manifests["match_ads"] = match_ads.run(cfg, CYCLE, creator_version=TEST_CREATOR_VERSION)
     return cfg, manifests
+
+
+class _Scripted(BaseHTTPRequestHandler):
+    """An OpenAI-compatible /chat/completions on loopback that answers from a script."""
+
+    script: list = []
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append(body)
+        status, content = type(self).script.pop(0) if type(self).script else (200, "{}")
+        payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                   "choices": [{"index": 0, "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": content}}]}
+        data = json.dumps(payload if status == 200 else {"error": {"message": "boom"}}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def chat_server():
+    server = HTTPServer(("127.0.0.1", 0), _Scripted)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Scripted.script, _Scripted.seen = [], []
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()

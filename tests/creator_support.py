@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.lake import StageRun, read_manifest, stage_dir
+from jobs.platform.lake import StageRun, read_manifest, stage_dir
 from tests.conftest import CYCLE
 
 # Shrunk Creative LLM settings: training takes seconds on the tiny sample.
@@ -31,7 +31,7 @@ _CACHE: dict[str, object] = {}
 
 def creator_config(tiny_cycle, tmp: Path, *overrides: str):
     """The tiny cycle's config with the Creative LLM paths under `tmp`."""
-    from jobs.config import load_config
+    from jobs.platform.config import load_config
     from tests.conftest import own_lake
 
     cfg = own_lake(tiny_cycle, tmp)
@@ -56,10 +56,11 @@ def hllm_ready(cfg) -> None:
     """A trained HLLM, item and user embeddings for the tiny cycle (once per lake)."""
     if ("hllm", str(cfg.lake)) in _CACHE:
         return
-    from jobs import embed_items, embed_users, train_hllm
-    from jobs.hllm_models import current_artifact
+    from jobs.platform.registry import HLLM, current_artifact
+    from jobs.stages import embed_items, embed_users
+    from jobs.training import train_hllm
 
-    if current_artifact(cfg) is None:
+    if current_artifact(cfg, HLLM) is None:
         train_hllm.train(cfg, CYCLE, progress=False)
     embed_items.run(cfg, CYCLE, progress=False)
     embed_users.run(cfg, CYCLE, progress=False)
@@ -69,13 +70,14 @@ def hllm_ready(cfg) -> None:
 def trained_creator(tiny_cycle, tmp_factory):
     """(config, artifact path) of a Creative LLM trained on the tiny cycle."""
     if "creator" not in _CACHE:
-        from jobs import build_dataset, train_creator
+        from jobs.evaluation.eval_creator import train_and_evaluate
+        from jobs.training import build_dataset
 
         tmp = tmp_factory.mktemp("creator")
         cfg = creator_config(tiny_cycle, tmp)
         hllm_ready(cfg)
         build_dataset.run(cfg, CYCLE, progress=False)
-        _CACHE["creator"] = (cfg, train_creator.train(cfg, CYCLE, progress=False))
+        _CACHE["creator"] = (cfg, train_and_evaluate(cfg, CYCLE, progress=False))
     return _CACHE["creator"]
 
 
@@ -87,7 +89,7 @@ def write_cluster_and_match(cfg, cycle_id: str, creator_version: str, k: int = 3
     k groups of the cycle's user embeddings; each ad gets a query-free request for every
     cluster and a query-aware one for cluster 0 when it has a query. `drop_cluster` leaves
     one centroid out (its requests must fail with missing_centroid)."""
-    from jobs.train_creator import load_user_embeddings
+    from jobs.training.train_creator import load_user_embeddings
 
     users = read_manifest(stage_dir(cfg.lake, cycle_id, "embed_users"))
     feats = read_manifest(stage_dir(cfg.lake, cycle_id, "extract_features"))
@@ -110,7 +112,7 @@ def write_cluster_and_match(cfg, cycle_id: str, creator_version: str, k: int = 3
                                 "rows": len(keep)}},
                  extra={"centroid_version": version, "hllm_version": "test"})
 
-    from jobs.match_ads import REQUEST_SCHEMA, request_id
+    from jobs.stages.match_ads import REQUEST_SCHEMA, request_id
 
     ads = pq.read_table(feats["outputs"]["active_ads"]["path"]).to_pylist()[:ads_limit]
     queries: dict[str, str] = {}

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.lake import StageRun
+from jobs.platform.lake import StageRun
 
 GENERATIONS_SCHEMA = pa.schema([
     ("request_id", pa.string()), ("ad_id", pa.string()), ("advertiser_id", pa.string()),
@@ -53,7 +53,7 @@ def write_stage(cfg, cycle_id: str, stage: str, tables: dict[str, pa.Table],
 
 def active_ads_from_catalog(ads: int = 30, seed: int = 3) -> pa.Table:
     """`active_ads` rows from the sample generator's catalog (no Spark needed)."""
-    from jobs.sample_data import SampleSpec, make_catalog
+    from jobs.sample.sample_data import SampleSpec, make_catalog
 
     t = make_catalog(SampleSpec(users=1, ads=ads, seed=seed)).table
     t = t.filter(pa.compute.equal(t.column("status"), "active")).drop_columns(["status"])

@@ -37,7 +37,7 @@ C1, C2, C3 = "20261101T000000Z", "20261101T050000Z", "20261101T100000Z"
 
 
 def write_embed_users(lake: Path, cycle_id: str, users: np.ndarray, x: np.ndarray) -> None:
-    from jobs.lake import StageRun
+    from jobs.platform.lake import StageRun
 
     stage = StageRun(lake, cycle_id, "embed_users", {"bench": cycle_id}, "bench")
     out = stage.begin()
@@ -65,9 +65,9 @@ def cluster_cmd(lake: Path, cycle_id: str, k: int, *extra: str) -> list[str]:
 def bench_matching(lake: Path, ads: int, seed: int) -> dict:
     import torch
 
-    from jobs import match_ads
-    from jobs.config import load_config
-    from jobs.lake import read_manifest, stage_dir
+    from jobs.platform.config import load_config
+    from jobs.platform.lake import read_manifest, stage_dir
+    from jobs.stages import match_ads
     from models.predictor import ItemUserPredictor, PredictorConfig
 
     cfg = load_config(overrides=[f"lake={lake}"], environ={})
@@ -155,8 +155,8 @@ def main() -> None:
     write_embed_users(lake, C3, users, x)
     results["refit_warm_start"] = measure(cluster_cmd(lake, C3, args.k, "cluster.refit_every_hours=1"))
 
-    from jobs.cluster_users import stability
-    from jobs.lake import read_manifest, stage_dir
+    from jobs.platform.lake import read_manifest, stage_dir
+    from jobs.stages.cluster_users import stability
 
     def assignments(c):
         return stage_dir(lake, c, "cluster_users") / "assignments.parquet"

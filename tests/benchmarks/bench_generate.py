@@ -32,9 +32,9 @@ def requests(cfg, n: int, seed: int = 0):
     """n (user embedding, prompt ids) pairs from the latest cycle's ads and users."""
     import pyarrow.parquet as pq
 
-    from jobs.errors import UserError
-    from jobs.lake import read_manifest
-    from jobs.train_creator import load_user_embeddings
+    from jobs.platform.errors import UserError
+    from jobs.platform.lake import read_manifest
+    from jobs.training.train_creator import load_user_embeddings
 
     cycles = sorted(p.parent.parent.name for p in
                     (cfg.lake / "cycles").glob("*/embed_users/_SUCCESS"))
@@ -66,13 +66,13 @@ def main() -> None:
     parser.add_argument("--hf-batches", default="16,64,128,256")
     args = parser.parse_args()
 
-    from jobs.config import load_config
-    from jobs.creator_models import require_artifact
-    from jobs.generate import HFEngine, VLLMEngine, request_seed
+    from jobs.platform.config import load_config
+    from jobs.platform.registry import CREATOR, require_artifact
+    from jobs.stages.generate import HFEngine, VLLMEngine, request_seed
     from models.creative_llm import CreativeLLM
 
     cfg = load_config()
-    artifact = args.model or require_artifact(cfg)
+    artifact = args.model or require_artifact(cfg, CREATOR)
     cycle, reqs = requests(cfg, args.requests)
     light = CreativeLLM.load(artifact, with_lm=False)
     users = np.stack([r[0] for r in reqs]).astype(np.float32)

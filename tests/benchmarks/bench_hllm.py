@@ -39,9 +39,9 @@ CYCLE = "20261101T000000Z"
 def hierarchical_vs_flat(users: int, history: int, items: int) -> dict:
     import torch
 
-    from jobs.config import load_config
-    from jobs.sample_data import SampleSpec, make_catalog
-    from jobs.train_hllm import build_models
+    from jobs.platform.config import load_config
+    from jobs.sample.sample_data import SampleSpec, make_catalog
+    from jobs.training.train_hllm import build_models
     from models.item_llm import ItemLLM, ItemLLMConfig
     from models.user_llm import left_pad
 
@@ -80,8 +80,8 @@ def synthetic_cycle(out: Path, users: int, history: int, items: int) -> Path:
     """A lake with user_sequences, item embeddings and a default-architecture HLLM."""
     import torch
 
-    from jobs.config import load_config
-    from jobs.train_hllm import build_models
+    from jobs.platform.config import load_config
+    from jobs.training.train_hllm import build_models
 
     lake = out / "lake"
     cycle = lake / "cycles" / CYCLE

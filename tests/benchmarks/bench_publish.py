@@ -37,7 +37,7 @@ def generations(n_rows: int, seed: int, bad_share: float) -> tuple[pa.Table, pa.
     """(active_ads, generations) with about n_rows generations."""
     import random
 
-    from jobs.sample_data import SampleSpec, make_catalog
+    from jobs.sample.sample_data import SampleSpec, make_catalog
     from tests.library_support import generation_row, generations_table, grounded_title
 
     n_ads = max(1, n_rows // CLUSTERS)
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "publish")
     args = ap.parse_args()
 
-    from jobs.config import load_config
+    from jobs.platform.config import load_config
     from tests.library_support import write_stage
 
     shutil.rmtree(args.out, ignore_errors=True)

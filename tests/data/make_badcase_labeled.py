@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from jobs.sample_data import SampleSpec, make_catalog  # noqa: E402
+from jobs.sample.sample_data import SampleSpec, make_catalog  # noqa: E402
 
 OUT = Path(__file__).with_name("badcase_labeled.jsonl")
 AUDIENCES = ["for runners", "for hikers", "for home cooks", "for travelers", "for gamers",
@@ -84,7 +84,7 @@ def main() -> None:
     queries = catalog.queries.to_pylist()
     for i, ad in enumerate(ads):
         ad["queries"] = queries[3 * i : 3 * i + 3]
-    from jobs.catalog_vocab import CATEGORIES
+    from jobs.sample.catalog_vocab import CATEGORIES
 
     rows: list[dict] = []
 

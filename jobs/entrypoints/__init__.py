@@ -1,0 +1,1 @@
+"""Entry points: the CLI, Airflow tasks and callbacks, run-cycle, spark-submit."""

@@ -1,0 +1,1 @@
+"""Evaluation of trained models and the promotion rules that use it."""

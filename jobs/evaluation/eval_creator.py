@@ -1,0 +1,224 @@
+"""`creative-factory eval creator`: how grounded, personal and varied the Creative LLM is.
+
+On the held-out users of the cycle's dataset (split = eval, never trained on), each with
+their own embedding U from `embed_users`:
+* grounding pass rate: share of generated titles with no fabricated content, by the same
+  check as the training-data filter and the Badcase Killer
+  (`jobs.stages.badcase_rules.fabrication_reasons`);
+* personalization proxy (GSB): Good when the generated title is closer than the original
+  title to the user's interest description in the Item LLM's embedding space (by more than
+  `same_margin`), Bad when farther, Same otherwise; advantage = (G − B) / (G + S + B).
+  The teacher's own titles are scored the same way, as the reference;
+* control: the same requests generated with another held-out user's U (a permutation):
+  its advantage shows how much of the personalization comes from U rather than the ad;
+* distinct-n across clusters of the same ad: k-means over the cycle's user embeddings,
+  every cluster centre × `ads` ads (query-free), distinct-1/2 = unique n-grams / n-grams
+  over one ad's titles, averaged over ads; and, when the cycle has a `generate` stage, the
+  same over its query-free generations;
+* LLM-judge GSB when a judge endpoint is configured (CF_JUDGE_URL, CF_JUDGE_MODEL): the
+  generated and the original title asked in both orders (config/prompts/judge.md);
+  inconsistent answers count as Same.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from jobs.platform.config import Config
+from jobs.platform.errors import UserError
+from jobs.platform.lake import read_manifest, stage_dir
+from jobs.platform.registry import CREATOR, read_meta, write_meta
+from jobs.stages.badcase_rules import fabrication_reasons
+from jobs.stages.generate import drop_repeated_segments, make_engine, request_seed
+from jobs.training import train_creator
+from jobs.training.teachers import (
+    ChatClient,
+    ChatEndpoint,
+    Failure,
+    default_embedder,
+    load_prompt,
+    render_prompt,
+)
+from jobs.training.train_creator import load_user_embeddings
+
+log = logging.getLogger(__name__)
+
+
+def gsb(gains: np.ndarray, margin: float) -> dict[str, Any]:
+    good, bad = int((gains > margin).sum()), int((gains < -margin).sum())
+    same = len(gains) - good - bad
+    return {"good": good, "same": same, "bad": bad,
+            "advantage": round((good - bad) / max(len(gains), 1), 4)}
+
+
+def distinct_n(titles: list[str], n: int) -> float | None:
+    """Unique word n-grams / all word n-grams over a group of titles."""
+    grams = [tuple(w[i:i + n]) for w in (t.lower().split() for t in titles)
+             for i in range(len(w) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def _distinct_by_ad(rows: list[tuple[str, str]]) -> dict[str, Any]:
+    by_ad: dict[str, list[str]] = defaultdict(list)
+    for ad, title in rows:
+        by_ad[ad].append(title)
+    groups = [t for t in by_ad.values() if len(t) > 1]
+    out: dict[str, Any] = {"ads": len(groups)}
+    for n in (1, 2):
+        vals = [v for v in (distinct_n(g, n) for g in groups) if v is not None]
+        out[f"distinct_{n}"] = round(float(np.mean(vals)), 4) if vals else None
+    out["unique_titles_share"] = round(float(np.mean([len(set(g)) / len(g) for g in groups])),
+                                       4) if groups else None
+    return out
+
+
+def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str = "hf",
+                      progress: bool = False) -> dict[str, Any]:
+    e = cfg.creator.eval
+    dataset = read_manifest(stage_dir(cfg.lake, cycle_id, "build_dataset"))
+    users_m = read_manifest(stage_dir(cfg.lake, cycle_id, "embed_users"))
+    if dataset is None or users_m is None:
+        raise UserError(f"cycle {cycle_id} needs build_dataset and embed_users to evaluate")
+    embeddings = load_user_embeddings(users_m["outputs"]["user_embeddings"]["path"])
+    rows = [r for r in pq.read_table(dataset["outputs"]["examples"]["path"]).to_pylist()
+            if r["split"] == "eval" and r["user_id"] in embeddings][: e.max_examples]
+    if not rows:
+        raise UserError(f"cycle {cycle_id}'s dataset has no held-out example to evaluate on")
+    engine = make_engine(cfg, Path(artifact), backend)
+    try:
+        model = engine.model
+        prompts = [model.prompt_ids(r["original_title"], r["selling_points"], r["query"])[0]
+                   for r in rows]
+        users = np.stack([embeddings[r["user_id"]] for r in rows])
+        seeds = [request_seed(cfg.generate.seed, f"{r['user_id']}:{r['ad_id']}") for r in rows]
+        allowed = [model.allowed_ids(r["original_title"], r["selling_points"], r["query"])
+                   for r in rows]
+        outputs = engine.generate(users, prompts, seeds, progress=progress,
+                                  allowed=allowed if allowed[0] else None)
+        titles = [drop_repeated_segments(t)[0] for t, _ in outputs]  # as the stage does
+        # control: the same requests with another held-out user's U. If personalization
+        # came from the ad text alone, this would score as well as the real users.
+        perm = np.random.default_rng(0).permutation(len(rows))
+        shuffled = [drop_repeated_segments(t)[0] for t, _ in engine.generate(users[perm], prompts, seeds,
+                                                  allowed=allowed if allowed[0] else None)]
+
+        # distinct-n: cluster centres of the cycle's users x a sample of ads
+        from sklearn.cluster import KMeans
+
+        all_users = np.stack(list(embeddings.values()))
+        k = min(e.clusters, len(all_users))
+        centres = KMeans(k, n_init=3, random_state=cfg.creator.dataset.seed).fit(
+            all_users).cluster_centers_.astype(np.float32)
+        ads = list({r["ad_id"]: r for r in rows}.values())[: e.ads]
+        grid = [(a, c) for a in ads for c in range(k)]
+        d_out = engine.generate(
+            centres[[c for _, c in grid]],
+            [model.prompt_ids(a["original_title"], a["selling_points"], None)[0]
+             for a, _ in grid],
+            [request_seed(cfg.generate.seed, f"{a['ad_id']}:{c}") for a, c in grid],
+            allowed=[model.allowed_ids(a["original_title"], a["selling_points"], None)
+                     for a, _ in grid] if model.config.grounded_decoding else None)
+    finally:
+        engine.close()
+
+    passed = [not fabrication_reasons(t, r["original_title"], r["selling_points"], r["query"])
+              for t, r in zip(titles, rows, strict=True)]
+    embed = default_embedder(cfg)
+    prof = embed([r["description"] for r in rows])
+    orig = embed([r["original_title"] for r in rows])
+    gen = embed([t or " " for t in titles])
+    teach = embed([r["title"] for r in rows])
+    other = embed([t or " " for t in shuffled])
+    base = (orig * prof).sum(1)
+    result: dict[str, Any] = {
+        "examples": len(rows), "backend": backend,
+        "grounding_pass_rate": round(float(np.mean(passed)), 4),
+        "personalization": gsb((gen * prof).sum(1) - base, e.same_margin),
+        "teacher_personalization": gsb((teach * prof).sum(1) - base, e.same_margin),
+        "shuffled_users_personalization": gsb((other * prof).sum(1) - base, e.same_margin),
+        "changed_by_user_share": round(float(np.mean([a != b for a, b in
+                                                      zip(titles, shuffled, strict=True)])), 4),
+        "same_as_original": round(float(np.mean([t == r["original_title"]
+                                                 for t, r in zip(titles, rows, strict=True)])),
+                                  4),
+        "same_as_teacher": round(float(np.mean([t == r["title"]
+                                                for t, r in zip(titles, rows, strict=True)])), 4),
+        "mean_output_tokens": round(float(np.mean([n for _, n in outputs])), 2),
+        "distinct_across_clusters": {"clusters": k, **_distinct_by_ad(
+            [(a["ad_id"], drop_repeated_segments(t)[0])
+             for (a, _), (t, _) in zip(grid, d_out, strict=True)])},
+        "examples_shown": [{"original": r["original_title"], "query": r["query"],
+                            "generated": t, "teacher": r["title"]}
+                           for t, r in list(zip(titles, rows, strict=True))[:5]],
+    }
+    gen_m = read_manifest(stage_dir(cfg.lake, cycle_id, "generate"))
+    if gen_m is not None:
+        t = pq.read_table(gen_m["outputs"]["generations"]["path"],
+                          columns=["ad_id", "strategy", "title"]).to_pylist()
+        result["distinct_in_cycle_generations"] = _distinct_by_ad(
+            [(r["ad_id"], r["title"]) for r in t if r["strategy"] == "query_free"])
+    endpoint = ChatEndpoint.from_env(e.judge_url_env, e.judge_model_env, e.judge_api_key_env)
+    if endpoint is not None:
+        client = ChatClient(endpoint, cfg.creator.teacher.cache_dir / "judge",
+                            cfg.creator.teacher.timeout_s, cfg.creator.teacher.retries,
+                            cfg.creator.teacher.backoff_s, cfg.creator.teacher.concurrency)
+        result["llm_judge"] = judge_gsb(cfg, client, rows[: e.judge_max_pairs],
+                                        titles[: e.judge_max_pairs])
+    else:
+        result["llm_judge"] = None  # no judge endpoint configured
+    return result
+
+
+def judge_gsb(cfg: Config, client, rows: list[dict], titles: list[str]) -> dict[str, Any]:
+    """Pairwise judge, both orders; only consistent verdicts count (HLLM-Creator §4.1.5)."""
+
+    template = load_prompt(cfg, "judge")
+
+    def prompt(r: dict, a: str, b: str) -> str:
+        return render_prompt(template, {
+            "query": json.dumps(r["query"]) if r["query"] else "(none)",
+            "selling_points": json.dumps(r["selling_points"], ensure_ascii=False),
+            "history": "(see profile)", "profile": r["profile"],
+            "title_a": json.dumps(a, ensure_ascii=False),
+            "title_b": json.dumps(b, ensure_ascii=False)})
+
+    fields = {"answer": str}
+    first = client.ask_many([prompt(r, t, r["original_title"]) for r, t in
+                             zip(rows, titles, strict=True)], fields)
+    second = client.ask_many([prompt(r, r["original_title"], t) for r, t in
+                              zip(rows, titles, strict=True)], fields)
+    good = bad = same = failed = 0
+    for x, y in zip(first, second, strict=True):
+        if isinstance(x, Failure) or isinstance(y, Failure):
+            failed += 1
+            same += 1
+            continue
+        a, b = x["answer"].strip().lower(), y["answer"].strip().lower()
+        if a == "a" and b == "b":
+            good += 1
+        elif a == "b" and b == "a":
+            bad += 1
+        else:
+            same += 1
+    n = good + same + bad
+    return {"good": good, "same": same, "bad": bad, "failed": failed,
+            "advantage": round((good - bad) / max(n, 1), 4)}
+
+
+def train_and_evaluate(cfg: Config, cycle_id: str, progress: bool = True,
+                       **train_args: Any) -> Path:
+    """Train a new Creative LLM version on a cycle and record its held-out metrics in
+    `creator.json`."""
+    path = train_creator.train(cfg, cycle_id, progress=progress, **train_args)
+    meta = read_meta(path, CREATOR)
+    meta["metrics"] = evaluate_artifact(cfg, path, cycle_id, progress=progress)
+    write_meta(path, CREATOR, meta)
+    log.info("Creative LLM %s: %s", path.name, meta["metrics"])
+    return path

@@ -1,0 +1,1 @@
+"""The synthetic sample: raw ads and clicks with personas."""

@@ -1,0 +1,1 @@
+"""The cycle's stages, one module each (DESIGN.md's table), and the Badcase Killer's rules."""

@@ -1,0 +1,307 @@
+"""Stage 7, kill_badcases: the Badcase Killer over the cycle's generations.
+
+Reads `generate`'s `generations` and this cycle's `active_ads` (for the brand lexicon, built
+each cycle: a brand of another advertiser in a title is a kill), judges every generated
+title with the rules of `jobs/stages/badcase_rules.py` (lexicons and thresholds from `config/`),
+and writes under `{lake}/cycles/{cycle_id}/kill_badcases/`:
+
+    verdicts.parquet   every generation row + passed (bool) + reasons (list<string>, the
+                       reason codes) + details (list<string>, "code: what matched")
+    passing.parquet    the generation rows that passed (the library's input)
+    _SUCCESS           counts, kills per reason and per rule family (for the cycle report)
+
+Besides the per-title rules, two rules look across rows: `duplicate_variant` (the same
+normalized title twice for one (ad, cluster) — e.g. its query-aware and query-free variants
+—, or the same library key (ad, cluster, strategy, query) twice: the best-scored row is
+kept; the same title for *different* clusters of an ad is not a bad case — each cluster's
+users are served it — and is counted as `titles_shared_across_clusters`, a signal of weak
+personalization for the report) and the id checks (`unsafe_id`: an ad or advertiser id
+with '/', '..' or control characters never reaches an S3 key; `inactive_ad`).
+Counts reconcile: verdicts = generations = passing + killed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.platform.config import Config
+from jobs.platform.errors import UserError
+from jobs.platform.lake import StageOutput, fingerprint_code, read_manifest, run_stage, stage_dir
+from jobs.stages import badcase_rules
+from jobs.stages.badcase_rules import (
+    FAMILY_OF,
+    RULES,
+    AdSource,
+    BrandLexicon,
+    judge_title,
+    load_lexicons,
+    stems,
+    unsafe_id,
+)
+
+STAGE = "kill_badcases"
+log = logging.getLogger(__name__)
+
+
+def _inputs(cfg: Config, cycle_id: str) -> tuple[dict, dict]:
+    gen = read_manifest(stage_dir(cfg.lake, cycle_id, "generate"))
+    features = read_manifest(stage_dir(cfg.lake, cycle_id, "extract_features"))
+    if gen is None or features is None:
+        missing = [s for s, m in (("extract_features", features), ("generate", gen)) if m is None]
+        raise UserError(f"{STAGE} for cycle {cycle_id} needs {' and '.join(missing)} first "
+                        f"(no _SUCCESS under {stage_dir(cfg.lake, cycle_id, missing[0])})")
+    if "generations" not in gen.get("outputs", {}):
+        raise UserError(f"generate manifest of cycle {cycle_id} has no `generations` output")
+    return gen, features
+
+
+def lexicon_hash(cfg: Config) -> str:
+    """Content hash of every lexicon and threshold file: editing one re-runs the stage."""
+    h = hashlib.sha256()
+    bc = cfg.badcase
+    for p in (bc.marketing_phrases, bc.audience_phrases, bc.stopwords, bc.sensitive_terms,
+              bc.profanity, bc.location_ignore, bc.thresholds):
+        h.update(Path(p).name.encode() + b"\0" + Path(p).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _fingerprint(cfg: Config, gen: dict, features: dict) -> dict[str, Any]:
+    return {"generations": gen["outputs"]["generations"],
+            "generate_finished": gen["finished_at"],
+            "features_finished": features["finished_at"],
+            "lexicons": lexicon_hash(cfg),
+            "code": fingerprint_code(Path(__file__), Path(badcase_rules.__file__))}
+
+
+def title_key(title: str | None) -> tuple[str, ...]:
+    """Normalized title for duplicate detection (case, punctuation, inflection ignored)."""
+    return tuple(v for _, v in stems(title or ""))
+
+
+def shared_titles(passing: pa.Table) -> int:
+    """Passing variants whose title another cluster of the same ad also got."""
+    seen: Counter = Counter((a, title_key(t)) for a, t in zip(
+        passing.column("ad_id").to_pylist(), passing.column("title").to_pylist(), strict=True))
+    return sum(c for c in seen.values() if c > 1)
+
+
+def judge_rows(rows: pa.Table, cfg: Config, active_ads: pa.Table,
+               progress: bool = True) -> tuple[list[list[str]], list[list[str]]]:
+    """Reason codes and details per generation row (same order as `rows`)."""
+    from tqdm import tqdm
+
+    lex = load_lexicons(cfg.badcase)
+    brands = BrandLexicon.from_rows(active_ads.column("brand").to_pylist(),
+                                    active_ads.column("advertiser_id").to_pylist())
+    active = set(active_ads.column("ad_id").to_pylist())
+    cols = {c: rows.column(c).to_pylist() for c in (
+        "request_id", "ad_id", "advertiser_id", "cluster_id", "strategy", "query", "title",
+        "original_title", "selling_points", "brand", "score", "cluster_rank")}
+    n = rows.num_rows
+    reasons: list[list[str]] = [[] for _ in range(n)]
+    details: list[list[str]] = [[] for _ in range(n)]
+
+    def add(i: int, code: str, detail: str = "") -> None:
+        if code not in reasons[i]:
+            reasons[i].append(code)
+        details[i].append(f"{code}: {detail}" if detail else code)
+
+    for i in tqdm(range(n), desc="kill_badcases", unit="title", disable=not progress,
+                  mininterval=2):
+        ad, adv = cols["ad_id"][i], cols["advertiser_id"][i]
+        if unsafe_id(ad) or unsafe_id(adv):
+            add(i, "unsafe_id", "ad_id or advertiser_id is not a safe id")
+            continue  # never judged further: its text is not trusted to be an ad at all
+        if ad not in active:
+            add(i, "inactive_ad", "not in this cycle's active_ads")
+        q = cols["query"][i]
+        if q and lex.user_id.search(q):
+            add(i, "user_id_in_query", "user-id pattern")
+        src = AdSource(cols["original_title"][i] or "", list(cols["selling_points"][i] or []),
+                       q, cols["brand"][i])
+        for code, detail in judge_title(cols["title"][i], src, lex, brands, adv):
+            add(i, code, detail)
+
+    # duplicate_variant: among the rows that passed so far, one per (ad, cluster, normalized
+    # title) and one per library key; the best-scored row wins (then cluster rank, request id)
+    def rank(i: int) -> tuple:
+        score = cols["score"][i]
+        return (-(score if score is not None else float("-inf")),
+                cols["cluster_rank"][i] or 0, cols["request_id"][i] or "")
+
+    order = sorted((i for i in range(n) if not reasons[i]), key=rank)
+    seen_titles: dict[tuple, int] = {}
+    seen_keys: dict[tuple, int] = {}
+    for i in order:
+        tkey = (cols["ad_id"][i], cols["cluster_id"][i], title_key(cols["title"][i]))
+        lkey = (cols["ad_id"][i], cols["cluster_id"][i], cols["strategy"][i], cols["query"][i])
+        if tkey in seen_titles:
+            add(i, "duplicate_variant", f"same title as request {cols['request_id'][seen_titles[tkey]]}")
+        elif lkey in seen_keys:
+            add(i, "duplicate_variant",
+                f"same (ad, cluster, strategy, query) as request {cols['request_id'][seen_keys[lkey]]}")
+        else:
+            seen_titles[tkey] = i
+            seen_keys[lkey] = i
+    return reasons, details
+
+
+def run(cfg: Config, cycle_id: str, force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Judge the cycle's generations; commit verdicts and passing rows with kill counts."""
+    gen, features = _inputs(cfg, cycle_id)
+    inputs = _fingerprint(cfg, gen, features)
+    return run_stage(cfg, cycle_id, STAGE, inputs=inputs, config_hash=cfg.section_hash("badcase"),
+                     build=lambda out: _judge_cycle(cfg, cycle_id, gen, features, inputs, out,
+                                                    progress),
+                     force=force)
+
+
+def _judge_cycle(cfg: Config, cycle_id: str, gen: dict, features: dict, inputs: dict,
+                 out: Path, progress: bool) -> StageOutput:
+    timings: dict[str, float] = {}
+    t0 = time.time()
+    try:
+        rows = pq.read_table(gen["outputs"]["generations"]["path"])
+        active_ads = pq.read_table(features["outputs"]["active_ads"]["path"],
+                                   columns=["ad_id", "advertiser_id", "brand"])
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise UserError(f"{STAGE}: cannot read the cycle's generations or active_ads: "
+                        f"{exc}") from None
+    missing = {"request_id", "ad_id", "advertiser_id", "cluster_id", "strategy", "query",
+               "title", "original_title", "selling_points", "brand", "score",
+               "cluster_rank"} - set(rows.column_names)
+    if missing:
+        raise UserError(f"{STAGE}: generations of cycle {cycle_id} lack columns "
+                        f"{sorted(missing)} (see the generate contract)")
+    timings["read"] = round(time.time() - t0, 3)
+
+    t0 = time.time()
+    reasons, details = judge_rows(rows, cfg, active_ads, progress=progress)
+    timings["judge"] = round(time.time() - t0, 3)
+
+    passed = pa.array([not r for r in reasons], pa.bool_())
+    verdicts = (rows.append_column("passed", passed)
+                .append_column("reasons", pa.array(reasons, pa.list_(pa.string())))
+                .append_column("details", pa.array(details, pa.list_(pa.string()))))
+    passing = rows.filter(passed)
+    pq.write_table(verdicts, out / "verdicts.parquet", compression="zstd")
+    pq.write_table(passing, out / "passing.parquet", compression="zstd")
+
+    by_reason = Counter(code for r in reasons for code in r)
+    by_rule = Counter(fam for r in reasons for fam in {FAMILY_OF.get(c, "other") for c in r})
+    n, n_pass = rows.num_rows, passing.num_rows
+    counts = {"generations": n, "passed": n_pass, "killed": n - n_pass,
+              "kill_rate": round((n - n_pass) / n, 4) if n else 0.0,
+              "titles_shared_across_clusters": shared_titles(passing)}
+    log.info("%s for cycle %s: %s passed of %s; kills %s", STAGE, cycle_id, n_pass, n,
+             dict(by_reason))
+    return StageOutput(
+        {"verdicts": {"path": "verdicts.parquet", "rows": n},
+         "passing": {"path": "passing.parquet", "rows": n_pass}},
+        {"counts": counts,
+         "kills_by_reason": dict(sorted(by_reason.items())),
+         "kills_by_rule": dict(sorted(by_rule.items())),
+         "brand_lexicon": {"brands": len({b for b in active_ads.column("brand").to_pylist()
+                                          if b}),
+                           "advertisers": len(set(active_ads.column("advertiser_id")
+                                                  .to_pylist()))},
+         "lexicon_hash": inputs["lexicons"],
+         "timings_s": timings})
+
+
+def evaluate_labeled(cfg: Config, path: Path) -> dict[str, Any]:
+    """Precision and recall of each rule family on a labeled JSONL set.
+
+    A row: title, original_title, selling_points, query, brand, advertiser_id, `label`
+    ("clean" or the family planted: fabrication, numbers, locations, brands, sensitive,
+    format) and `also` (other families that rightly fire too, e.g. a planted city is also
+    an ungrounded word). Recall of F: planted-F rows flagged by F. Precision of F: rows
+    flagged by F whose label or `also` names F. False kills: clean rows with any reason.
+    The brand lexicon is built from the set's own (brand, advertiser_id) pairs.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"labeled set not found: {path}")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{n}: not JSON ({exc.msg})") from None
+        if row.get("label") not in ("clean", *RULES):
+            raise UserError(f"{path}:{n}: label {row.get('label')!r} is not clean or one of "
+                            f"{list(RULES)}")
+        rows.append(row)
+    lex = load_lexicons(cfg.badcase)
+    brands = BrandLexicon.from_rows([r.get("brand") for r in rows],
+                                    [r.get("advertiser_id") for r in rows])
+    per_family = {f: {"planted": 0, "caught": 0, "flagged": 0, "flagged_right": 0}
+                  for f in RULES}
+    clean = {"rows": 0, "killed": 0, "by_reason": Counter()}
+    misses: list[dict] = []
+
+    for r in rows:
+        src = AdSource(r["original_title"], r.get("selling_points") or [], r.get("query"),
+                       r.get("brand"))
+        codes = {c for c, _ in judge_title(r["title"], src, lex, brands, r.get("advertiser_id"))}
+        fams = {FAMILY_OF[c] for c in codes}
+        label, also = r["label"], set(r.get("also") or [])
+        for f in fams:
+            per_family[f]["flagged"] += 1
+            per_family[f]["flagged_right"] += int(f == label or f in also)
+            if f != label and f not in also:
+                misses.append({"kind": "false_flag", "family": f, "title": r["title"],
+                               "reasons": sorted(codes)})
+        if label == "clean":
+            clean["rows"] += 1
+            clean["killed"] += int(bool(codes))
+            clean["by_reason"].update(codes)
+        else:
+            per_family[label]["planted"] += 1
+            per_family[label]["caught"] += int(label in fams)
+            if label not in fams:
+                misses.append({"kind": "missed", "family": label, "title": r["title"],
+                               "reasons": sorted(codes)})
+    out = {"rows": len(rows), "families": {}, "clean": {
+        "rows": clean["rows"], "killed": clean["killed"],
+        "false_kill_rate": round(clean["killed"] / clean["rows"], 4) if clean["rows"] else None,
+        "by_reason": dict(clean["by_reason"])}, "errors": misses}
+    for f, c in per_family.items():
+        out["families"][f] = {
+            **c,
+            "recall": round(c["caught"] / c["planted"], 4) if c["planted"] else None,
+            "precision": round(c["flagged_right"] / c["flagged"], 4) if c["flagged"] else None}
+    return out
+
+
+def format_eval(result: dict[str, Any]) -> str:
+    """The `eval badcase` table."""
+    def pct(x):
+        return "   n/a" if x is None else f"{100 * x:5.1f}%"
+
+    lines = [f"{'rule':<12} {'planted':>8} {'caught':>7} {'recall':>7} {'flagged':>8} "
+             f"{'precision':>9}"]
+    for f, c in result["families"].items():
+        lines.append(f"{f:<12} {c['planted']:>8} {c['caught']:>7} {pct(c['recall']):>7} "
+                     f"{c['flagged']:>8} {pct(c['precision']):>9}")
+    cl = result["clean"]
+    lines.append(f"clean titles: {cl['rows']}, killed {cl['killed']} "
+                 f"(false kills {pct(cl['false_kill_rate']).strip()})"
+                 + (f"; reasons {cl['by_reason']}" if cl["by_reason"] else ""))
+    for e in result["errors"][:20]:
+        lines.append(f"  {e['kind']:<10} {e['family']:<12} {e['title']!r} {e['reasons']}")
+    if len(result["errors"]) > 20:
+        lines.append(f"  ... {len(result['errors']) - 20} more")
+    return "\n".join(lines)

@@ -1,0 +1,318 @@
+"""Stage 9, report: one page per cycle that a person can read, from every stage's manifest.
+
+Writes `{lake}/cycles/{cycle_id}/report/`:
+
+    report.html   self-contained (plots embedded): stage durations, rows in and out of every
+                  stage, quarantine reasons, cluster sizes, requests per strategy, coverage,
+                  reuse share, tokens/s, kill reasons, sample variants beside their originals
+    report.md     the short summary (headline counts, failures, where things are)
+    report.json   the numbers behind both
+    *.png         the plots, also as files
+
+Stages that have not run are listed as missing; the report never fails because a stage
+is absent. `publish_library` uploads this folder beside the library version.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from jobs.platform.config import Config
+from jobs.platform.errors import UserError
+from jobs.platform.lake import StageOutput, fingerprint_code, read_manifest, run_stage, stage_dir
+
+STAGE = "report"
+STAGES = ["extract_features", "embed_items", "embed_users", "cluster_users", "match_ads",
+          "generate", "kill_badcases"]
+SAMPLE_ADS = 5
+log = logging.getLogger(__name__)
+
+
+def _manifests(cfg: Config, cycle_id: str) -> dict[str, dict | None]:
+    return {s: read_manifest(stage_dir(cfg.lake, cycle_id, s)) for s in STAGES}
+
+
+def stage_seconds(m: dict) -> float:
+    """Seconds of work: sharded stages sum their shards (their commit is quick)."""
+    if isinstance(m.get("per_shard"), list):
+        return float(m.get("duration_s", 0)) + sum(float(s.get("seconds", 0))
+                                                     for s in m["per_shard"])
+    for key in ("counts", "totals"):
+        if isinstance(m.get(key), dict) and "seconds" in m[key]:
+            return float(m[key]["seconds"]) + float(m.get("duration_s", 0))
+    return float(m.get("duration_s", 0))
+
+
+def _path(m: dict | None, output: str) -> Path | None:
+    if not m or output not in m.get("outputs", {}):
+        return None
+    p = Path(m["outputs"][output]["path"])
+    return p if p.exists() else None
+
+
+def collect(cfg: Config, cycle_id: str) -> dict[str, Any]:
+    """The numbers of the report, from the manifests and a few small tables."""
+    ms = _manifests(cfg, cycle_id)
+    data: dict[str, Any] = {"cycle_id": cycle_id,
+                            "stages": {s: None if m is None else {
+                                "duration_s": round(stage_seconds(m), 2),
+                                "finished_at": m.get("finished_at"),
+                                "rows": {k: v.get("rows") for k, v in m["outputs"].items()}}
+                                for s, m in ms.items()}}
+    fe = ms["extract_features"]
+    if fe:
+        rec = fe.get("reconciliation", {})
+        data["inputs"] = {t: {k: rec[t].get(k) for k in ("rows_in", "accepted", "quarantined")}
+                          for t in ("ads", "clicks") if t in rec}
+        data["quarantine_reasons"] = {f"{t}:{r}": n for t in ("ads", "clicks")
+                                      for r, n in rec.get(t, {}).get("reasons", {}).items()}
+    cu = ms["cluster_users"]
+    if cu:
+        data["clusters"] = {k: cu["summary"].get(k) for k in (
+            "users", "k_requested", "k_fitted", "k_active", "refit_reason", "mean_drift",
+            "size_min", "size_median", "size_max")}
+        data["clusters"]["centroid_version"] = cu["centroid_version"]
+        data["clusters"]["merged_for_privacy"] = len(cu["summary"].get("merged_into", {}))
+        cents = _path(cu, "centroids")
+        data["cluster_sizes"] = pq.read_table(cents, columns=["size"]).column(
+            "size").to_pylist() if cents else []
+    ma = ms["match_ads"]
+    if ma:
+        data["matching"] = ma["summary"]
+        cov = _path(ma, "coverage")
+        data["coverage"] = pq.read_table(cov).to_pydict() if cov else {}
+    gen = ms["generate"]
+    if gen:
+        data["generation"] = {k: v for k, v in gen.items() if k in (
+            "counts", "backend", "model_version", "shards", "per_shard")}
+    kb = ms["kill_badcases"]
+    if kb:
+        data["kills"] = {k: v for k, v in kb.items() if k in (
+            "summary", "counts", "kill_counts", "kills_by_reason", "reasons")}
+    data["samples"] = _samples(ms)
+    return data
+
+
+def _samples(ms: dict[str, dict | None]) -> list[dict]:
+    """A few ads with their variants (passing ones when the Badcase Killer has run)."""
+    src = _path(ms["kill_badcases"], "passing") or _path(ms["generate"], "generations")
+    if src is None:
+        return []
+    cols = ["ad_id", "cluster_id", "strategy", "query", "title", "original_title"]
+    t = pq.read_table(src)
+    if not set(cols) <= set(t.column_names):
+        return []
+    df = t.select(cols).to_pandas()
+    ads = sorted(df.ad_id.unique())[:SAMPLE_ADS]
+    out = []
+    for ad in ads:
+        g = df[df.ad_id == ad].sort_values(["strategy", "cluster_id"])
+        out.append({"ad_id": ad, "original_title": g.original_title.iloc[0],
+                    "variants": g[["cluster_id", "strategy", "query", "title"]].to_dict("records")})
+    return out
+
+
+# -------------------------------------------------------------------------------- plots
+
+def _plots(data: dict[str, Any]) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pngs: dict[str, bytes] = {}
+
+    def save(name: str, fig) -> None:
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=90)
+        plt.close(fig)
+        pngs[name] = buf.getvalue()
+
+    def barh(name: str, title: str, values: dict[str, float], xlabel: str) -> None:
+        if not values:
+            return
+        fig, ax = plt.subplots(figsize=(7, 0.35 * len(values) + 1.2))
+        labels = list(values)
+        ax.barh(labels, [values[k] for k in labels], color="#4c72b0")
+        ax.invert_yaxis()
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        save(name, fig)
+
+    barh("durations", "Stage durations", {s: v["duration_s"] for s, v in data["stages"].items()
+                                          if v}, "seconds")
+    barh("quarantine", "Quarantined rows by reason", data.get("quarantine_reasons", {}), "rows")
+    if data.get("cluster_sizes"):
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.hist(data["cluster_sizes"], bins=min(40, len(data["cluster_sizes"])), color="#55a868")
+        ax.set_title("Cluster sizes (users per cluster)")
+        ax.set_xlabel("users")
+        ax.set_ylabel("clusters")
+        save("cluster_sizes", fig)
+    barh("requests", "Generation requests by strategy",
+         data.get("matching", {}).get("requests_by_strategy", {}), "requests")
+    cov = data.get("coverage") or {}
+    if cov.get("category"):
+        barh("coverage", "Users whose cluster gets a request, by category",
+             dict(zip(cov["category"], cov["share"], strict=True)), "share of users")
+    kills = _kill_counts(data)
+    barh("kills", "Variants killed by reason", kills, "variants")
+    return pngs
+
+
+def _kill_counts(data: dict[str, Any]) -> dict[str, int]:
+    k = data.get("kills") or {}
+    for key in ("kills_by_reason", "kill_counts"):
+        if isinstance(k.get(key), dict):
+            return k[key]
+    s = k.get("summary") or {}
+    for key in ("kills_by_reason", "kill_counts", "reasons"):
+        if isinstance(s.get(key), dict):
+            return s[key]
+    return {}
+
+
+# ------------------------------------------------------------------------------- render
+
+def _table(rows: list[list[Any]], head: list[str]) -> str:
+    e = html.escape
+    return ("<table><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in head) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>"
+                      for r in rows) + "</table>")
+
+
+def headline(data: dict[str, Any]) -> list[tuple[str, Any]]:
+    stages = data["stages"]
+    m = data.get("matching", {})
+    out: list[tuple[str, Any]] = []
+    for t, v in data.get("inputs", {}).items():
+        out.append((f"{t} rows in / accepted / quarantined",
+                    f"{v['rows_in']:,} / {v['accepted']:,} / {v['quarantined']:,}"))
+    if "clusters" in data:
+        c = data["clusters"]
+        out.append(("users clustered", f"{c['users']:,} in {c['k_active']} clusters "
+                                       f"(refit: {c['refit_reason'] or 'no'})"))
+    if m:
+        out.append(("generation requests", f"{m['requests']:,} for {m['ads_matched']:,} ads "
+                                           f"({m['work_saved_ratio']}x fewer than one per user)"))
+    c = {k: v for k, v in ((data.get("generation") or {}).get("counts") or {}).items()
+         if v is not None}  # e.g. no tokens/s when every request was reused
+    if c:
+        out.append(("generation", f"{c.get('generated', 0):,} generated, {c.get('reused', 0):,} "
+                                  f"reused ({c.get('reuse_share', 0):.1%}), "
+                                  f"{c.get('tokens_per_s', 0):,} tokens/s"))
+    for s in ("generate", "kill_badcases"):
+        if stages.get(s):
+            out.append((f"{s} rows", ", ".join(f"{k} {v:,}" for k, v in
+                                               stages[s]["rows"].items() if v is not None)))
+    missing = [s for s, v in stages.items() if v is None]
+    out.append(("stages not run", ", ".join(missing) or "none"))
+    return out
+
+
+def _generation_html(gen: dict | None) -> str:
+    if not gen:
+        return "<p class=muted>(generate has not run)</p>"
+    c = {k: v for k, v in (gen.get("counts") or {}).items() if v is not None}
+    head = (f"<p>backend <b>{html.escape(str(gen.get('backend')))}</b>, Creative LLM "
+            f"{html.escape(str(gen.get('model_version')))}: {c.get('requests', 0):,} requests, "
+            f"{c.get('generated', 0):,} generated, {c.get('reused', 0):,} reused from earlier "
+            f"cycles (reuse share {c.get('reuse_share', 0):.1%}), {c.get('failed', 0):,} failed, "
+            f"{c.get('tokens_per_s', 0):,} tokens/s</p>")
+    shards = gen.get("per_shard") or []
+    rows = [[i, s.get("engine"), s.get("requests"), s.get("generated"), s.get("reused"),
+             s.get("output_tokens"), s.get("tokens_per_s"), s.get("seconds")]
+            for i, s in enumerate(shards)]
+    return head + _table(rows, ["shard", "engine", "requests", "generated", "reused",
+                                "tokens", "tokens/s", "seconds"])
+
+
+def render_html(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
+    e = html.escape
+
+    def img(name: str) -> str:
+        if name not in pngs:
+            return "<p class=muted>(no data)</p>"
+        b64 = base64.b64encode(pngs[name]).decode()
+        return f'<img alt="{name}" src="data:image/png;base64,{b64}">'
+
+    stage_rows = [[s, "not run" if v is None else f"{v['duration_s']:.1f} s",
+                   "" if v is None else ", ".join(f"{k}: {n:,}" for k, n in v["rows"].items()
+                                                  if n is not None)]
+                  for s, v in data["stages"].items()]
+    parts = [
+        f"<h1>Creative Factory cycle {e(data['cycle_id'])}</h1>",
+        _table([[k, v] for k, v in headline(data)], ["", ""]),
+        "<h2>Stages</h2>", _table(stage_rows, ["stage", "duration", "rows out"]),
+        img("durations"),
+        "<h2>Input quality</h2>", img("quarantine"),
+        "<h2>User clusters</h2>",
+        _table([[k, v] for k, v in data.get("clusters", {}).items()], ["", ""]),
+        img("cluster_sizes"),
+        "<h2>Ad-cluster matching</h2>", img("requests"), img("coverage"),
+        "<h2>Generation</h2>", _generation_html(data.get("generation")),
+        "<h2>Badcase Killer</h2>", img("kills"),
+        "<h2>Sample variants</h2>",
+    ]
+    if not data["samples"]:
+        parts.append("<p class=muted>(no generated variants in this cycle yet)</p>")
+    for ad in data["samples"]:
+        parts.append(f"<h3>{e(ad['ad_id'])}: {e(ad['original_title'])}</h3>")
+        parts.append(_table([[v["cluster_id"], v["strategy"], v["query"] or "", v["title"]]
+                             for v in ad["variants"]], ["cluster", "strategy", "query", "title"]))
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
+             "padding:3px 8px;text-align:left;font-size:14px}.muted{color:#888}"
+             "img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Cycle "
+            f"{e(data['cycle_id'])}</title><style>{style}</style></head><body>"
+            + "\n".join(parts) + "</body></html>\n")
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    lines = [f"# Creative Factory cycle {data['cycle_id']}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in headline(data)]
+    lines += ["", "| stage | duration (s) | rows out |", "|---|---|---|"]
+    for s, v in data["stages"].items():
+        rows = "" if v is None else ", ".join(f"{k} {n:,}" for k, n in v["rows"].items()
+                                              if n is not None)
+        lines.append(f"| {s} | {'not run' if v is None else v['duration_s']} | {rows} |")
+    kills = _kill_counts(data)
+    if kills:
+        lines += ["", "Kills by reason: " + ", ".join(f"{k} {n:,}" for k, n in kills.items())]
+    return "\n".join(lines) + "\n"
+
+
+def run(cfg: Config, cycle_id: str, force: bool = False) -> dict[str, Any]:
+    ms = _manifests(cfg, cycle_id)
+    if ms["extract_features"] is None:
+        raise UserError(f"cycle {cycle_id} has no committed stage to report on")
+    inputs = {s: m["finished_at"] if m else None for s, m in ms.items()}
+    inputs["code"] = fingerprint_code(Path(__file__))
+
+    def build(out: Path) -> StageOutput:
+        data = collect(cfg, cycle_id)
+        pngs = _plots(data)
+        for name, png in pngs.items():
+            (out / f"{name}.png").write_bytes(png)
+        (out / "report.json").write_text(json.dumps(data, indent=2, default=str))
+        (out / "report.html").write_text(render_html(data, pngs))
+        (out / "report.md").write_text(render_markdown(data))
+        return StageOutput({"report_html": {"path": "report.html", "rows": None},
+                            "report_md": {"path": "report.md", "rows": None}},
+                           {"plots": sorted(pngs), "headline": dict(headline(data))})
+
+    # the report reads only manifests: no config section decides its content
+    manifest = run_stage(cfg, cycle_id, STAGE, inputs=inputs, config_hash="report-v1",
+                         build=build, force=force)
+    log.info("report for cycle %s: %s", cycle_id, manifest["outputs"]["report_html"]["path"])
+    return manifest

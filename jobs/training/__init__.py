@@ -1,0 +1,1 @@
+"""Model training and training-data construction (CoT dataset, teachers, HLLM, Creative LLM)."""
