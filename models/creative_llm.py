@@ -2,23 +2,29 @@
 
 Any Hugging Face causal LM. The user embedding U (a user's, in training; a cluster
 centroid, at generation: same 384-d space) goes through one linear projection to the LM's
-hidden size and is placed as the first input position, before the token embeddings of
-the ad text:
+hidden size and is placed right after `<s>` (a pretrained LM's first position is its
+attention sink), before the token embeddings of the ad text:
 
-    position 0        1..n
-    proj(U)           <s> [TITLE] title… [POINT] point… [POINT] point… ([QUERY] query…) [OUT]
-                      -> the LM continues with the title tokens and </s>
+    position 0    1        2..n
+    <s>           proj(U)  [TITLE] title… [POINT] point… [POINT] point… ([QUERY] query…) [OUT]
+                           -> the LM continues with the title tokens and </s>
 
 The same LM also serves the two auxiliary heads of §3.4 (shared parameters, as in §4.1.2):
 * User Feature Extractor: `<s> [PROFILE] description… [INTEREST]` -> the last layer's
   state at [INTEREST] is the interest feature V (align loss: InfoNCE(proj(U), V));
-* User Interest Decoder: `proj(U) <s> [PROFILE]` -> the description tokens (recon loss).
+* User Interest Decoder: `<s> proj(U) [PROFILE]` -> the description tokens (recon loss).
 
-The default LM is a small Llama-architecture decoder with a BPE tokenizer trained here
-(jobs/training/creator_tokenizer.py). Saved in Hugging Face format: `lm/` is a plain
-`LlamaForCausalLM` (or the base model's class) with its tokenizer, which vLLM loads as is;
-the projection lives beside it (`user_projection.safetensors`), because the engine takes
-ready-made `prompt_embeds` and never sees U.
+The LM is a pretrained causal LM (the product default: SmolLM2-135M-Instruct, see
+jobs/platform/base_models.py) whose own tokens spell the markers (`Title:`, `Selling
+point:` ...), so no new, untrained token enters its vocabulary; or, as a test fixture
+only, a small Llama-architecture decoder trained from scratch whose tokenizer has the
+markers as special tokens. Saved in Hugging Face format: `lm/` is a plain causal LM with
+its tokenizer, which vLLM loads as is; the projection lives beside it
+(`user_projection.safetensors`), because the engine takes ready-made `prompt_embeds` and
+never sees U.
+
+Decoding is grounded at the word level (models/grounded_decoding.py): every word of a
+title is a word of its ad's texts, its query or the lexicons, and no bigram repeats.
 """
 
 from __future__ import annotations
@@ -31,9 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Prompt structure markers: special tokens of the model's tokenizer (the layouts below).
+# Prompt structure markers: special tokens of a tokenizer trained here (the test fixture),
+# or, for a pretrained tokenizer without them, these texts in its own tokens.
 TITLE, POINT, QUERY, OUT, PROFILE, INTEREST = (
     "[TITLE]", "[POINT]", "[QUERY]", "[OUT]", "[PROFILE]", "[INTEREST]")
+MARKER_TEXT = {TITLE: "Product title:", POINT: "\nSelling point:", QUERY: "\nSearch query:",
+               OUT: "\nAd title:", PROFILE: "User interests:", INTEREST: "\nIn short:"}
 
 
 @dataclass
@@ -48,7 +57,8 @@ class CreativeLLMConfig:
     max_title_tokens: int = 40
     max_prompt_tokens: int = 128  # including the U position
     max_new_tokens: int = 48
-    max_description_tokens: int = 64
+    max_description_tokens: int = 32  # the recon and align passes' share of training cost
+    trainable_layers: int | None = None  # fine-tune only the top N layers (None: all)
     # Grounded decoding: a title may only use tokens of its ad's texts (title, selling
     # points, query), of these phrases (the shared audience and marketing lexicons, saved
     # with the model) and punctuation, so a small model cannot spell a product it was not
@@ -59,6 +69,7 @@ class CreativeLLMConfig:
     normalize_user: bool = True
     grounded_decoding: bool = True
     phrases: list[str] = field(default_factory=list)
+    stopwords: list[str] = field(default_factory=list)  # words a title may add anywhere
 
     @property
     def max_model_len(self) -> int:
@@ -93,14 +104,48 @@ class CreativeLLM(nn.Module):
             ))
         self.lm = lm
         self.hidden_size = lm.get_input_embeddings().embedding_dim
-        self.user_proj = nn.Linear(config.user_dim, self.hidden_size)  # U -> position 0
-        ids = tokenizer.convert_tokens_to_ids
-        self.title_id, self.point_id, self.query_id, self.out_id = (
-            ids(TITLE), ids(POINT), ids(QUERY), ids(OUT))
-        self.profile_id, self.interest_id = ids(PROFILE), ids(INTEREST)
+        self.user_proj = nn.Linear(config.user_dim, self.hidden_size)  # U -> position 1
+        if config.user_dim:
+            self._match_token_scale()
+        self.title_ids, self.point_ids, self.query_ids, self.out_ids = (
+            self._marker(TITLE), self._marker(POINT), self._marker(QUERY), self._marker(OUT))
+        self.profile_ids, self.interest_ids = self._marker(PROFILE), self._marker(INTEREST)
         self.bos_id = tokenizer.bos_token_id
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._table = None
+
+    @torch.no_grad()
+    def _match_token_scale(self) -> None:
+        """Start proj(U) at the typical norm of the LM's token embeddings: a vector several
+        times longer than any token would swamp a pretrained LM's first layers."""
+        emb = self.lm.get_input_embeddings().weight
+        target = emb.float().norm(dim=1).median()
+        probe = self.user_features(torch.randn(64, self.config.user_dim)).norm(dim=1).mean()
+        scale = float(target / probe)
+        self.user_proj.weight.mul_(scale)
+        self.user_proj.bias.mul_(scale)
+
+    def _marker(self, name: str) -> list[int]:
+        """A marker's token ids: its special token, or its text in the LM's own tokens."""
+        if name in self.tokenizer.get_vocab():
+            return [self.tokenizer.convert_tokens_to_ids(name)]
+        return self.tokenizer(MARKER_TEXT[name], add_special_tokens=False)["input_ids"]
+
+    def freeze_lower_layers(self) -> int:
+        """Train only the top `trainable_layers` decoder layers, the final norm and the
+        projection (the token embeddings and the tied LM head stay frozen): on a CPU the
+        budget is training tokens, and the lower layers are what backpropagation costs.
+        Returns the number of trainable parameters."""
+        n = self.config.trainable_layers
+        if n is not None:
+            self.lm.requires_grad_(False)
+            layers = self.lm.model.layers
+            for layer in layers[max(len(layers) - n, 0):]:
+                layer.requires_grad_(True)
+            self.lm.model.norm.requires_grad_(True)
+        self.user_proj.requires_grad_(True)
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     # ----- token layouts -------------------------------------------------------------
 
@@ -113,13 +158,13 @@ class CreativeLLM(nn.Module):
         past `max_title_tokens` is cut; selling points are dropped from the end (then the
         query is cut) until U + the prompt fit `max_prompt_tokens`."""
         c = self.config
-        title_ids = self._ids(title or "")
+        title_ids = self._ids(" " + (title or ""))
         counts = {"title_truncated": int(len(title_ids) > c.max_title_tokens),
                   "points_dropped": 0, "query_truncated": 0}
-        head = [self.bos_id, self.title_id] + title_ids[: c.max_title_tokens]
-        points = [[self.point_id] + self._ids(p) for p in (selling_points or []) if p]
-        tail = [self.query_id] + self._ids(query) if query else []
-        budget = c.max_prompt_tokens - 1 - 1  # U and [OUT]
+        head = [self.bos_id, *self.title_ids] + title_ids[: c.max_title_tokens]
+        points = [self.point_ids + self._ids(" " + p) for p in (selling_points or []) if p]
+        tail = self.query_ids + self._ids(" " + query) if query else []
+        budget = c.max_prompt_tokens - 1 - len(self.out_ids)  # U and the output marker
         while points and len(head) + sum(map(len, points)) + len(tail) > budget:
             points.pop()
             counts["points_dropped"] += 1
@@ -127,30 +172,24 @@ class CreativeLLM(nn.Module):
         if len(tail) > room:
             tail = tail[: max(room, 0)]
             counts["query_truncated"] = 1
-        return head + [i for p in points for i in p] + tail + [self.out_id], counts
+        return head + [i for p in points for i in p] + tail + self.out_ids, counts
 
     def target_ids(self, title: str) -> list[int]:
-        return self._ids(title)[: self.config.max_new_tokens - 1] + [self.eos_id]
+        return self._ids(" " + title)[: self.config.max_new_tokens - 1] + [self.eos_id]
 
     def description_ids(self, description: str) -> list[int]:
-        return self._ids(description)[: self.config.max_description_tokens]
+        return self._ids(" " + description)[: self.config.max_description_tokens]
 
-    def allowed_ids(self, title: str, selling_points: list[str] | None,
-                    query: str | None) -> list[int] | None:
-        """Token ids a grounded title may use (None when grounded decoding is off)."""
+    def grounding(self, title: str, selling_points: list[str] | None, query: str | None):
+        """The request's grounded decoder (None when grounded decoding is off)."""
         if not self.config.grounded_decoding:
             return None
-        if not hasattr(self, "_always"):
-            always = {self.eos_id}
-            for text in [*self.config.phrases, ", : - – — ! . & ' ( ) / | %"]:
-                always.update(self._ids(text))
-                always.update(self._ids(text[:1].upper() + text[1:]))
-            self._always = always
-        ids = set(self._always)
-        for text in [title or "", *(selling_points or []), query or ""]:
-            ids.update(self._ids(text))
-            ids.update(self._ids(text.lower()))
-        return sorted(ids)
+        from models.grounded_decoding import TokenTable, grounding_for
+
+        if self._table is None:
+            self._table = TokenTable(self.tokenizer)
+        return grounding_for(self._table, [title or "", *(selling_points or []), query or ""],
+                             tuple(self.config.phrases), tuple(self.config.stopwords))
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
@@ -160,7 +199,7 @@ class CreativeLLM(nn.Module):
     def _embed(self, users: torch.Tensor | None, seqs: list[list[int]]
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded (B, T, H) input embeddings and (B, T) mask; with `users` (B, d_user),
-        proj(U) is position 0 of every row."""
+        proj(U) is position 1 of every row (after <s>)."""
         device = self.user_proj.weight.device
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long, device=device)
@@ -170,8 +209,10 @@ class CreativeLLM(nn.Module):
             mask[i, : len(s)] = 1
         x = self.lm.get_input_embeddings()(ids)  # (B, T, H)
         if users is not None:
+            # proj(U) right after <s>: a pretrained LM keeps its first position (the
+            # attention sink) as it was trained
             u = self.user_features(users.to(device, x.dtype))[:, None]  # (B, 1, H)
-            x = torch.cat([u, x], dim=1)  # (B, 1 + T, H)
+            x = torch.cat([x[:, :1], u, x[:, 1:]], dim=1)  # (B, 1 + T, H)
             mask = torch.cat([mask.new_ones(len(seqs), 1), mask], dim=1)
         return x, mask
 
@@ -183,13 +224,15 @@ class CreativeLLM(nn.Module):
         for i, (p, t) in enumerate(zip(prefixes, targets, strict=True)):
             start = 1 + len(p)  # after U and the prefix
             labels[i, start: start + len(t)] = torch.as_tensor(t, device=x.device)
-        logits = self.lm(inputs_embeds=x, attention_mask=mask).logits  # (B, T, V)
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                               ignore_index=-100)
+        hidden = self.lm.base_model(inputs_embeds=x, attention_mask=mask).last_hidden_state
+        # the LM head (vocabulary-wide) only where a target token is predicted: (N, V)
+        predicts = labels[:, 1:] != -100  # (B, T-1): position t predicts token t+1
+        logits = self.lm.get_output_embeddings()(hidden[:, :-1][predicts])
+        return F.cross_entropy(logits.float(), labels[:, 1:][predicts])
 
     def interest_features(self, descriptions: list[list[int]]) -> torch.Tensor:
         """(B, H): the last layer's state at [INTEREST] after `<s> [PROFILE] description`."""
-        seqs = [[self.bos_id, self.profile_id] + d + [self.interest_id] for d in descriptions]
+        seqs = [[self.bos_id, *self.profile_ids] + d + self.interest_ids for d in descriptions]
         x, mask = self._embed(None, seqs)
         hidden = self.lm(inputs_embeds=x, attention_mask=mask,
                          output_hidden_states=True).hidden_states[-1]  # (B, T, H)
@@ -205,7 +248,8 @@ class CreativeLLM(nn.Module):
         return self.user_proj(users)
 
     def prompt_embeds(self, users: torch.Tensor, prompts: list[list[int]]) -> list[torch.Tensor]:
-        """Per request a (1 + n_i, H) tensor [proj(U), token embeddings]: what vLLM takes."""
+        """Per request a (1 + n_i, H) tensor [<s>, proj(U), token embeddings]: what vLLM
+        takes."""
         with torch.no_grad():
             x, mask = self._embed(users, prompts)
         return [x[i, : int(mask[i].sum())].detach().cpu() for i in range(len(prompts))]
@@ -213,11 +257,15 @@ class CreativeLLM(nn.Module):
     @torch.no_grad()
     def generate(self, users: torch.Tensor, prompts: list[list[int]], max_new_tokens: int,
                  temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                 allowed: list[list[int] | None] | None = None,
-                 min_new_tokens: int = 0) -> list[list[int]]:
-        """Hugging Face `generate` over a batch (left-padded inputs_embeds). `allowed` limits
-        each request to its own token ids (grounded decoding). Returns the new token ids per
-        request, without the closing </s>."""
+                 groundings: list | None = None,
+                 min_new_tokens: int = 0) -> list[tuple[list[int], bool]]:
+        """Hugging Face `generate` over a batch (left-padded inputs_embeds). `groundings`
+        (one per request, models/grounded_decoding.py) keeps each title to its own words.
+        Returns per request (new token ids without the end token, whether it ended)."""
+        from transformers import LogitsProcessorList
+
+        from models.grounded_decoding import GroundedLogitsProcessor
+
         embeds = self.prompt_embeds(users, prompts)
         device = self.user_proj.weight.device
         width = max(e.shape[0] for e in embeds)
@@ -235,13 +283,14 @@ class CreativeLLM(nn.Module):
             do_sample=sample,
             temperature=temperature if sample else None, top_p=top_p if sample else None,
             top_k=None, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
-            prefix_allowed_tokens_fn=(lambda b, _ids: allowed[b]) if allowed and all(
-                a is not None for a in allowed) else None)
+            logits_processor=LogitsProcessorList([GroundedLogitsProcessor(groundings)])
+            if groundings and all(g is not None for g in groundings) else None)
         result = []
         for row in out.tolist():  # inputs_embeds: the output holds only new tokens
-            if self.eos_id in row:
+            ended = self.eos_id in row
+            if ended:
                 row = row[: row.index(self.eos_id)]
-            result.append([t for t in row if t != self.pad_id])
+            result.append((row, ended))
         return result
 
     # ----- save / load ---------------------------------------------------------------

@@ -16,15 +16,20 @@ from jobs.platform.lake import StageRun, read_manifest, stage_dir
 from tests.conftest import CYCLE
 
 # Shrunk Creative LLM settings: training takes seconds on the tiny sample.
+# The from-scratch Creative LLM: a test fixture for the plumbing (fast on CI), never the
+# product default (a pretrained base, tests/models/test_base_model.py).
 TINY_CREATOR = [
+    "creator.model.base_model=null", "creator.train.lr=0.003", "creator.train.proj_lr=0.003",
+    "creator.train.max_examples=null", "creator.model.max_prompt_tokens=128",
+    "creator.model.max_title_tokens=40",
     "creator.model.vocab_size=600", "creator.model.hidden_size=64",
     "creator.model.num_layers=2", "creator.model.num_heads=2",
     "creator.model.intermediate_size=128", "creator.model.max_new_tokens=24",
     "creator.train.epochs=2", "creator.train.batch_size=16", "creator.train.warmup_steps=2",
     "creator.train.checkpoint_every=3", "creator.eval.max_examples=16", "creator.eval.ads=3",
-    "creator.eval.clusters=3", "creator.dataset.eval_share=0.25",
+    "creator.eval.clusters=3", "creator.dataset.eval_share=0.25", "creator.eval.backend=hf",
     "generate.backend=hf", "generate.shards=2", "generate.batch_size=16",
-    "generate.process_per_shard=false",
+    "generate.process_per_shard=false", "generate.vllm.dtype=float32",
 ]
 _CACHE: dict[str, object] = {}
 

@@ -272,7 +272,8 @@ def eval_creator_cmd(
     cycle_id: Annotated[str, typer.Option(help="Evaluate on this cycle's held-out users.")],
     model: Annotated[Path | None, typer.Option(help="Creative LLM artifact (default: CURRENT).")]
     = None,
-    backend: Annotated[str, typer.Option(help="Generation engine: hf or vllm.")] = "hf",
+    backend: Annotated[str | None, typer.Option(
+        help="Generation engine: vllm or hf (default: creator.eval.backend).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -280,7 +281,7 @@ def eval_creator_cmd(
     from jobs.evaluation.eval_creator import evaluate_artifact
     from jobs.platform.registry import CREATOR, require_artifact
 
-    if backend not in ("hf", "vllm"):
+    if backend not in (None, "hf", "vllm"):
         raise UserError(f"--backend must be hf or vllm, got {backend!r}")
     cfg = load_config(config, set_)
     artifact = model or require_artifact(cfg, CREATOR)

@@ -35,7 +35,7 @@ from jobs.platform.config import Config
 from jobs.platform.errors import UserError
 from jobs.platform.lake import read_manifest, stage_dir
 from jobs.platform.registry import CREATOR, read_meta, write_meta
-from jobs.stages.badcase_rules import fabrication_reasons
+from jobs.stages.badcase_rules import degenerate_reasons, fabrication_reasons
 from jobs.stages.generate import drop_repeated_segments, make_engine, request_seed
 from jobs.training import train_creator
 from jobs.training.teachers import (
@@ -79,9 +79,17 @@ def _distinct_by_ad(rows: list[tuple[str, str]]) -> dict[str, Any]:
     return out
 
 
-def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str = "hf",
+def _as_stage(output: tuple[str, int, bool]) -> str:
+    """A title as the generate stage keeps it: repeated segments dropped, and one that did
+    not end within the token budget dropped ("")."""
+    title, _, ended = output
+    return drop_repeated_segments(title)[0] if ended else ""
+
+
+def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str | None = None,
                       progress: bool = False) -> dict[str, Any]:
     e = cfg.creator.eval
+    backend = backend or e.backend
     dataset = read_manifest(stage_dir(cfg.lake, cycle_id, "build_dataset"))
     users_m = read_manifest(stage_dir(cfg.lake, cycle_id, "embed_users"))
     if dataset is None or users_m is None:
@@ -98,16 +106,14 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str =
                    for r in rows]
         users = np.stack([embeddings[r["user_id"]] for r in rows])
         seeds = [request_seed(cfg.generate.seed, f"{r['user_id']}:{r['ad_id']}") for r in rows]
-        allowed = [model.allowed_ids(r["original_title"], r["selling_points"], r["query"])
-                   for r in rows]
-        outputs = engine.generate(users, prompts, seeds, progress=progress,
-                                  allowed=allowed if allowed[0] else None)
-        titles = [drop_repeated_segments(t)[0] for t, _ in outputs]  # as the stage does
+        sources = [(r["original_title"], r["selling_points"], r["query"]) for r in rows]
+        outputs = engine.generate(users, prompts, seeds, progress=progress, sources=sources)
+        titles = [_as_stage(o) for o in outputs]  # what the stage would keep ("" = dropped)
         # control: the same requests with another held-out user's U. If personalization
         # came from the ad text alone, this would score as well as the real users.
         perm = np.random.default_rng(0).permutation(len(rows))
-        shuffled = [drop_repeated_segments(t)[0] for t, _ in engine.generate(users[perm], prompts, seeds,
-                                                  allowed=allowed if allowed[0] else None)]
+        shuffled = [_as_stage(o) for o in engine.generate(users[perm], prompts, seeds,
+                                                          sources=sources)]
 
         # distinct-n: cluster centres of the cycle's users x a sample of ads
         from sklearn.cluster import KMeans
@@ -123,13 +129,15 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str =
             [model.prompt_ids(a["original_title"], a["selling_points"], None)[0]
              for a, _ in grid],
             [request_seed(cfg.generate.seed, f"{a['ad_id']}:{c}") for a, c in grid],
-            allowed=[model.allowed_ids(a["original_title"], a["selling_points"], None)
-                     for a, _ in grid] if model.config.grounded_decoding else None)
+            sources=[(a["original_title"], a["selling_points"], None) for a, _ in grid])
     finally:
         engine.close()
 
-    passed = [not fabrication_reasons(t, r["original_title"], r["selling_points"], r["query"])
+    # a dropped title (no end within the budget) counts as failing grounding
+    passed = [bool(t) and not fabrication_reasons(t, r["original_title"], r["selling_points"],
+                                                  r["query"])
               for t, r in zip(titles, rows, strict=True)]
+    kept = [t for t in titles if t]
     embed = default_embedder(cfg)
     prof = embed([r["description"] for r in rows])
     orig = embed([r["original_title"] for r in rows])
@@ -140,6 +148,9 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str =
     result: dict[str, Any] = {
         "examples": len(rows), "backend": backend,
         "grounding_pass_rate": round(float(np.mean(passed)), 4),
+        "dropped_over_length": round(float(np.mean([not o[2] for o in outputs])), 4),
+        "degenerate_rate": round(float(np.mean([bool(degenerate_reasons(t)) for t in kept])), 4)
+        if kept else None,
         "personalization": gsb((gen * prof).sum(1) - base, e.same_margin),
         "teacher_personalization": gsb((teach * prof).sum(1) - base, e.same_margin),
         "shuffled_users_personalization": gsb((other * prof).sum(1) - base, e.same_margin),
@@ -150,10 +161,10 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str =
                                   4),
         "same_as_teacher": round(float(np.mean([t == r["title"]
                                                 for t, r in zip(titles, rows, strict=True)])), 4),
-        "mean_output_tokens": round(float(np.mean([n for _, n in outputs])), 2),
+        "mean_output_tokens": round(float(np.mean([n for _, n, _ in outputs])), 2),
         "distinct_across_clusters": {"clusters": k, **_distinct_by_ad(
-            [(a["ad_id"], drop_repeated_segments(t)[0])
-             for (a, _), (t, _) in zip(grid, d_out, strict=True)])},
+            [(a["ad_id"], _as_stage(o)) for (a, _), o in zip(grid, d_out, strict=True)
+             if o[2]])},
         "examples_shown": [{"original": r["original_title"], "query": r["query"],
                             "generated": t, "teacher": r["title"]}
                            for t, r in list(zip(titles, rows, strict=True))[:5]],

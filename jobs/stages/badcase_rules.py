@@ -572,3 +572,27 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
     if m:
         found.append(("user_id_in_title", "user-id pattern"))  # the id itself is not logged
     return list(dict.fromkeys(found))
+
+
+_DEGENERATE_END = {"for", "and", "with", "of", "the", "a", "an", "to", "in", "on", "by", "or",
+                   "from", "at", "your", "&", "-", "–", "—", "|", "/", "+"}
+
+
+def degenerate_reasons(title: str | None) -> list[str]:
+    """Broken text, judged on the words alone (no sources needed): `empty_title`,
+    `repeated_word` (a word right after itself), `repeated_ngram` (a word bigram twice),
+    `cut_off_ending` (ends in a comma, colon, connector or article)."""
+    text = (title or "").strip()
+    if not text:
+        return ["empty_title"]
+    words = [w.strip(",:;.!?\"'()").lower() for w in text.split()]
+    words = [w for w in words if w]
+    reasons = []
+    if any(a == b for a, b in zip(words, words[1:], strict=False)):
+        reasons.append("repeated_word")
+    bigrams = list(zip(words, words[1:], strict=False))
+    if len(set(bigrams)) < len(bigrams):
+        reasons.append("repeated_ngram")
+    if text[-1] in ",:;" or (words and words[-1] in _DEGENERATE_END):
+        reasons.append("cut_off_ending")
+    return reasons

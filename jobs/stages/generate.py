@@ -52,6 +52,8 @@ from jobs.platform.registry import CREATOR, artifact_version, require_artifact
 from models import creative_llm
 from models.creative_llm import CreativeLLM
 
+GROUNDED_VLLM = "models.grounded_vllm:VLLMGroundedProcessor"  # imported by vLLM's worker
+
 STAGE = "generate"
 log = logging.getLogger(__name__)
 
@@ -123,23 +125,27 @@ class HFEngine:
         self.batch_size = batch_size or cfg.generate.batch_size
 
     def generate(self, users: np.ndarray, prompts: list[list[int]], seeds: list[int],
-                 progress: bool = False, allowed: list | None = None) -> list[tuple[str, int]]:
+                 progress: bool = False, sources: list[list[str]] | None = None
+                 ) -> list[tuple[str, int, bool]]:
+        """(title, output tokens, whether the title ended) per request; `sources` are the
+        texts each title is grounded in (its title, selling points, query)."""
         import torch
         from tqdm import tqdm
 
-        out: list[tuple[str, int] | None] = [None] * len(prompts)
+        out: list[tuple[str, int, bool] | None] = [None] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding
         c = self.model.config
         for start in tqdm(range(0, len(order), self.batch_size), desc="generate (hf)",
                           unit="batch", disable=not progress):
             idx = order[start:start + self.batch_size]
+            groundings = ([self.model.grounding(*sources[i]) for i in idx]
+                          if sources and c.grounded_decoding else None)
             ids = self.model.generate(torch.from_numpy(users[idx]), [prompts[i] for i in idx],
                                       c.max_new_tokens, self.g.temperature, self.g.top_p,
-                                      seed=seeds[idx[0]],
-                                      allowed=[allowed[i] for i in idx] if allowed else None,
+                                      seed=seeds[idx[0]], groundings=groundings,
                                       min_new_tokens=self.g.min_new_tokens)
-            for i, toks in zip(idx, ids, strict=True):
-                out[i] = (self.model.decode(toks), len(toks))
+            for i, (toks, ended) in zip(idx, ids, strict=True):
+                out[i] = (self.model.decode(toks), len(toks), ended)
         return out
 
     def close(self) -> None:
@@ -166,10 +172,13 @@ class VLLMEngine:
         self.model = CreativeLLM.load(artifact, with_lm=False)  # projection + embedding table
         c = self.model.config
         self.g = cfg.generate
-        self.dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        self.dtype = getattr(torch, v.dtype)
         max_len = c.max_model_len
+        self.artifact = artifact
+        grounded = c.grounded_decoding
         self.llm = LLM(
             model=str(artifact / "lm"), tokenizer=str(artifact / "lm"),
+            logits_processors=[GROUNDED_VLLM] if grounded else None,
             enable_prompt_embeds=True, dtype=str(self.dtype).removeprefix("torch."),
             max_model_len=max_len, gpu_memory_utilization=v.gpu_memory_utilization,
             enforce_eager=v.enforce_eager, max_num_seqs=v.max_num_seqs,
@@ -179,24 +188,29 @@ class VLLMEngine:
             seed=cfg.generate.seed)
 
     def generate(self, users: np.ndarray, prompts: list[list[int]], seeds: list[int],
-                 progress: bool = False, allowed: list | None = None) -> list[tuple[str, int]]:
+                 progress: bool = False, sources: list[list[str]] | None = None
+                 ) -> list[tuple[str, int, bool]]:
         import torch
         from vllm import SamplingParams
 
         c = self.model.config
         embeds = self.model.prompt_embeds(torch.from_numpy(users), prompts)  # (1 + n_i, H)
         requests = [{"prompt_embeds": e.to(self.dtype)} for e in embeds]
+        grounded = sources is not None and c.grounded_decoding
         params = [SamplingParams(max_tokens=c.max_new_tokens, temperature=self.g.temperature,
                                  top_p=self.g.top_p, seed=s, skip_special_tokens=True,
                                  min_tokens=self.g.min_new_tokens,
                                  stop_token_ids=[self.model.eos_id],
-                                 allowed_token_ids=allowed[i] if allowed else None)
+                                 extra_args={"grounding": {"artifact": str(self.artifact),
+                                                           "texts": _texts(*sources[i])}}
+                                 if grounded else None)
                   for i, s in enumerate(seeds)]
         outs = self.llm.generate(requests, params, use_tqdm=progress)
         result = []
         for o in outs:
             toks = [t for t in o.outputs[0].token_ids if t != self.model.eos_id]
-            result.append((o.outputs[0].text.strip(), len(toks)))
+            result.append((o.outputs[0].text.strip(), len(toks),
+                           o.outputs[0].finish_reason == "stop"))
         return result
 
     def close(self) -> None:
@@ -206,6 +220,10 @@ class VLLMEngine:
         except Exception as exc:  # already gone
             log.debug("vLLM shutdown: %s", exc)
         del self.llm
+
+
+def _texts(title: str | None, points: list[str] | None, query: str | None) -> list[str]:
+    return [title or "", *(points or []), query or ""]
 
 
 def make_engine(cfg: Config, artifact: Path, backend: str | None = None):
@@ -421,11 +439,11 @@ def _generate(cfg: Config, cycle_id: str, pending: list[dict], prompter, centroi
               progress: bool) -> tuple[list[dict], list[dict]]:
     """Run the engine on `pending` requests; returns (generation rows, failed rows) and adds
     to `counts`."""
-    prompts, allowed = [], []
+    prompts, sources = [], []
     for r in pending:
         ids_, trunc = prompter.prompt_ids(r["title"], r["selling_points"], r["query"])
         prompts.append(ids_)
-        allowed.append(prompter.allowed_ids(r["title"], r["selling_points"], r["query"]))
+        sources.append([r["title"], r["selling_points"], r["query"]])
         for k, v in trunc.items():
             counts[k] += v
     users = centroids.matrix[[centroids.index[r["cluster_id"]] for r in pending]]  # (n, d)
@@ -434,12 +452,17 @@ def _generate(cfg: Config, cycle_id: str, pending: list[dict], prompter, centroi
     ready = engine.get()  # started on first use: its start-up is not generation time
     counts["engine_start_seconds"] += time.time() - started_engine
     t0 = time.time()
-    outputs = ready.generate(users, prompts, seeds, progress=progress,
-                             allowed=allowed if allowed[0] else None)
+    outputs = ready.generate(users, prompts, seeds, progress=progress, sources=sources)
     counts["generation_seconds"] += time.time() - t0
     gens, fails = [], []
-    for r, (title, n_tokens) in zip(pending, outputs, strict=True):
+    budget = prompter.config.max_new_tokens
+    for r, (title, n_tokens, ended) in zip(pending, outputs, strict=True):
         counts["output_tokens"] += n_tokens
+        if not ended:  # dropped, never cut: a cut title ends mid-phrase
+            fails.append({"request_id": r["request_id"], "ad_id": r["ad_id"],
+                          "reason": "over_length",
+                          "detail": f"no end within {budget} tokens"})
+            continue
         title, dropped = drop_repeated_segments(title)
         counts["repeated_segments_dropped"] += dropped
         if not title:

@@ -40,12 +40,3 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path | None 
     if out_dir is not None:
         fast.save_pretrained(out_dir)
     return fast
-
-
-def ensure_special_tokens(tokenizer) -> int:
-    """Add the prompt markers (and a pad token) to a pretrained tokenizer; returns how many
-    tokens were added (the LM's embedding table must grow by as many)."""
-    added = tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[4:]})
-    if tokenizer.pad_token is None:
-        added += tokenizer.add_special_tokens({"pad_token": PAD})
-    return added

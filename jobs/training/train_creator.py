@@ -13,9 +13,13 @@ Loss = gen_weight · L_gen + cls_weight · L_cls + align_weight · L_align + rec
   (same-user pairs in a batch are not negatives);
 * L_recon: next-token loss of the interest description given proj(U).
 
-The default LM and its BPE tokenizer are trained from scratch here; `creator.model.base_model`
-fine-tunes any local HF causal LM instead. AdamW with warm-up and cosine decay, seeded; a
-checkpoint every `checkpoint_every` steps, and a killed run resumes from the last one. The
+The LM is a pretrained base (`creator.model.base_model`, by default SmolLM2-135M-Instruct
+converted from its package, jobs/platform/base_models.py), fine-tuned: on a CPU only its top
+`trainable_layers` layers, the final norm and the projection of U (the budget there is
+training tokens: `max_examples` examples, `epochs` passes); on CUDA all of it, in bf16. A
+model trained from scratch with its own BPE tokenizer (`base_model: null`) is a test
+fixture. AdamW with warm-up and cosine decay, seeded; a checkpoint of the trained tensors
+every `checkpoint_every` steps, and a killed run resumes from the last one. The
 artifact `{creator.model_dir}/{version}/` holds `lm/` (HF format, loadable by vLLM),
 `user_projection.safetensors`, `creative_llm.json` and `creator.json` (version, HLLM
 version, data hash, config, loss history, evaluation metrics).
@@ -42,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from jobs.platform.base_models import resolve_base_model
 from jobs.platform.config import Config
 from jobs.platform.devices import pick_device, seed_everything
 from jobs.platform.errors import UserError
@@ -56,7 +61,7 @@ from jobs.platform.registry import (
     write_meta,
 )
 from jobs.stages.badcase_rules import read_lines
-from jobs.training.creator_tokenizer import ensure_special_tokens, train_tokenizer
+from jobs.training.creator_tokenizer import train_tokenizer
 from models.creative_llm import CreativeLLM, CreativeLLMConfig
 from models.predictor import ItemUserPredictor
 from models.user_llm import UserLLM, left_pad
@@ -92,21 +97,33 @@ def tokenizer_corpus(features: dict, examples: list[dict], phrases: list[str]) -
     return texts
 
 
-def build_model(cfg: Config, features: dict, examples: list[dict], out: Path) -> CreativeLLM:
+def build_model(cfg: Config, features: dict, examples: list[dict], out: Path
+                ) -> tuple[Any, CreativeLLMConfig]:
+    """The tokenizer and config of the model to train: the pretrained base's own tokenizer
+    (the product default), or a BPE tokenizer trained on the cycle's text for the
+    from-scratch test fixture (`creator.model.base_model: null`)."""
     from transformers import AutoTokenizer
 
     m = cfg.creator.model
     phrases = read_lines(cfg.badcase.audience_phrases) + read_lines(cfg.badcase.marketing_phrases)
-    if m.base_model:
-        tokenizer = AutoTokenizer.from_pretrained(m.base_model, local_files_only=True)
-        ensure_special_tokens(tokenizer)
+    base = resolve_base_model(m.base_model, cfg.creator.base_models_dir)
+    fields = {k: v for k, v in m.model_dump().items()
+              if k in CreativeLLMConfig.__dataclass_fields__}
+    if base is not None:
+        tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        layers = m.trainable_layers
+        if layers == "auto":
+            layers = None if pick_device(cfg.creator.device).startswith("cuda") else 4
+        fields |= {"base_model": str(base), "trainable_layers": layers}
     else:
         tokenizer = train_tokenizer(tokenizer_corpus(features, examples, phrases),
                                     m.vocab_size, out)
-    config = CreativeLLMConfig(user_dim=0, phrases=phrases,
-                               **{k: v for k, v in m.model_dump().items()
-                                  if k in CreativeLLMConfig.__dataclass_fields__})
-    return tokenizer, config
+        fields |= {"base_model": None, "trainable_layers": None}
+    stopwords = read_lines(cfg.badcase.stopwords)
+    return tokenizer, CreativeLLMConfig(user_dim=0, phrases=phrases, stopwords=stopwords,
+                                        **fields)
 
 
 class EndToEndUsers:
@@ -146,7 +163,7 @@ def batch_losses(model: CreativeLLM, batch: list[dict], users: torch.Tensor,
     gen_loss = model.sequence_loss(users, prompts, targets)
 
     descriptions = [model.description_ids(e["description"]) for e in batch]
-    recon = model.sequence_loss(users, [[model.bos_id, model.profile_id]] * len(batch),
+    recon = model.sequence_loss(users, [[model.bos_id, *model.profile_ids]] * len(batch),
                                 [d + [model.eos_id] for d in descriptions])
 
     u = F.normalize(model.user_features(users), dim=-1)  # (B, H)
@@ -171,9 +188,15 @@ def batch_losses(model: CreativeLLM, batch: list[dict], users: torch.Tensor,
     return {"loss": total, "gen": gen_loss, "cls": cls, "align": align, "recon": recon}
 
 
+def _trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors training changes (a frozen pretrained LM is not checkpointed whole)."""
+    names = {n for n, p in module.named_parameters() if p.requires_grad}
+    return {k: v for k, v in module.state_dict().items() if k in names}
+
+
 def _checkpoint(path: Path, step: int, modules: dict, optim, sched, gen) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, **{k: m.state_dict() for k, m in modules.items()},
+    torch.save({"step": step, **{k: _trainable_state(m) for k, m in modules.items()},
                 "optim": optim.state_dict(), "sched": sched.state_dict(),
                 "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "np_rng": np.random.get_state(), "py_rng": random.getstate()}, tmp)
@@ -201,6 +224,10 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
     examples = pq.read_table(dataset["outputs"]["examples"]["path"]).to_pylist()
     embeddings = load_user_embeddings(users_m["outputs"]["user_embeddings"]["path"])
     train_rows = [e for e in examples if e["split"] == "train" and e["user_id"] in embeddings]
+    if t.max_examples is not None and len(train_rows) > t.max_examples:
+        keep = np.random.default_rng(t.seed).choice(len(train_rows), t.max_examples,
+                                                   replace=False)
+        train_rows = [train_rows[i] for i in sorted(keep)]
     if len(train_rows) < 2:
         raise UserError(f"cycle {cycle_id}'s dataset has {len(train_rows)} training examples "
                         "with a user embedding: nothing to train on")
@@ -227,11 +254,14 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
     model = CreativeLLM(config, tokenizer)
     device = pick_device(cfg.creator.device)
     model.to(device)
+    trainable = model.freeze_lower_layers()
     end_to_end = t.hllm == "end_to_end"
     users_e2e = EndToEndUsers(cfg, cycle_id, hllm) if end_to_end else None
     predictor = users_e2e.predictor if end_to_end else ItemUserPredictor.load(hllm / "predictor")
     predictor.to(device)
-    groups = [{"params": list(model.parameters()), "lr": t.lr}]
+    proj = list(model.user_proj.parameters())
+    groups = [{"params": [p for p in model.lm.parameters() if p.requires_grad], "lr": t.lr},
+              {"params": proj, "lr": t.proj_lr}]
     modules = {"model": model}
     if end_to_end:
         users_e2e.user_llm.to(device)
@@ -252,13 +282,16 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress_, 1.0)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_at)
+    # bf16 autocast on CUDA (full fine-tuning); the CPU trains in float32
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16,
+                              enabled=device.startswith("cuda"))
     gen = torch.Generator().manual_seed(t.seed)
     ckpt = work / "checkpoint.pt"
     step = 0
     if resume and ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
         for k, m in modules.items():
-            m.load_state_dict(state[k])
+            m.load_state_dict(state[k], strict=False)
         optim.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"])
@@ -273,6 +306,7 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
     bar = tqdm(total=total_steps, initial=step, desc="train creator", unit="step",
                disable=not progress)
     sums: dict[str, float] = {}
+    tokens = 0
     for epoch in range(step // steps_per_epoch, t.epochs):
         for m in modules.values():
             m.train()
@@ -284,8 +318,12 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
             else:
                 users = torch.from_numpy(np.stack([embeddings[e["user_id"]] for e in batch]))
                 users = users.to(device)
-            losses = batch_losses(model, batch, users, item_of, item_table, predictor, cfg,
-                                  gen, cls_trainable=end_to_end)
+            with autocast:
+                losses = batch_losses(model, batch, users, item_of, item_table, predictor, cfg,
+                                      gen, cls_trainable=end_to_end)
+            tokens += sum(len(model.prompt_ids(e["original_title"], e["selling_points"],
+                                               e["query"])[0]) + len(model.target_ids(e["title"]))
+                          for e in batch)  # the generation pass; recon/align come on top
             optim.zero_grad()
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -334,7 +372,11 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
         "examples": len(train_rows),
         "steps": step,
         "seconds": seconds,
+        "generation_tokens_per_s": round(tokens / seconds, 1) if seconds else None,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": trainable,
+        "base_model": config.base_model,
+        "trainable_layers": config.trainable_layers,
         "loss_history": history,
         "notes": ("cls loss monitored only: with the HLLM frozen it has no trainable "
                   "parameters") if not end_to_end else "",

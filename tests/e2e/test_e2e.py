@@ -28,9 +28,14 @@ def overlay(tmp: Path, ads: Path, clicks: Path) -> Path:
         "hllm": {"model_dir": str(tmp / "models"), "cache_dir": str(tmp / "cache"),
                  "train": {"epochs": 2}},
         "cluster": {"k": 8, "min_cluster_size": 5},
+        # the from-scratch fixture model: the pretrained default has its own model-tier test
         "creator": {"model_dir": str(tmp / "creator"),
                     "teacher": {"cache_dir": str(tmp / "teacher")},
-                    "train": {"epochs": 1}, "eval": {"max_examples": 20, "ads": 5, "clusters": 2}},
+                    "model": {"base_model": None, "max_prompt_tokens": 128,
+                              "max_title_tokens": 40, "max_new_tokens": 48},
+                    "train": {"epochs": 1, "lr": 0.003, "proj_lr": 0.003, "max_examples": None,
+                              "batch_size": 32},
+                    "eval": {"max_examples": 20, "ads": 5, "clusters": 2, "backend": "hf"}},
         "generate": {"cache_dir": str(tmp / "generations"), "shards": 1},
         "library": {"embedded_dir": str(tmp / "s3")},
     }))

@@ -50,27 +50,34 @@ def test_prompt_layout_and_truncation_counts(small_model):
     m = small_model
     ids, counts = m.prompt_ids("Voltaro Compact Wireless Earbuds", ["Up to 30 hours of playback"],
                                "best wireless earbuds")
-    assert ids[:2] == [m.bos_id, m.title_id] and ids[-1] == m.out_id
-    assert m.point_id in ids and m.query_id in ids
+    assert ids[:2] == [m.bos_id, *m.title_ids] and ids[-1:] == m.out_ids
+    assert m.point_ids[0] in ids and m.query_ids[0] in ids
     assert counts == {"title_truncated": 0, "points_dropped": 0, "query_truncated": 0}
     long_title = " ".join(["Compact Wireless Earbuds"] * 20)
     ids, counts = m.prompt_ids(long_title, ["Up to 30 hours of playback"] * 6, None)
     assert counts["title_truncated"] == 1 and counts["points_dropped"] >= 1
     assert len(ids) + 1 <= m.config.max_prompt_tokens  # + the U position
     ids, counts = m.prompt_ids("Earbuds", [], None)  # empty selling points are fine
-    assert m.point_id not in ids and ids[-1] == m.out_id
+    assert m.point_ids[0] not in ids and ids[-1:] == m.out_ids
 
 
-def test_user_embedding_is_position_zero_and_changes_the_output(small_model):
+def test_user_embedding_follows_bos_and_changes_the_output(small_model):
     m = small_model
     prompt, _ = m.prompt_ids("Voltaro Compact Wireless Earbuds", [], None)
     u = torch.randn(2, 384)
     embeds = m.prompt_embeds(u, [prompt, prompt])
     assert embeds[0].shape == (1 + len(prompt), m.hidden_size)
-    assert torch.allclose(embeds[0][0], m.user_features(u[:1])[0], atol=1e-5)
+    bos = m.lm.get_input_embeddings().weight[m.bos_id]
+    assert torch.allclose(embeds[0][0], bos) and prompt[0] == m.bos_id  # <s> stays first
+    assert torch.allclose(embeds[0][1], m.user_features(u[:1])[0], atol=1e-5)
     assert torch.allclose(m.user_features(u[:1]), m.user_features(3 * u[:1]), atol=1e-4)
-    assert torch.equal(embeds[0][1:], embeds[1][1:])  # same ad text, different U
-    assert not torch.equal(embeds[0][0], embeds[1][0])
+    assert torch.equal(embeds[0][2:], embeds[1][2:])  # same ad text, different U
+    assert not torch.equal(embeds[0][1], embeds[1][1])
+    # proj(U) starts at the scale of the LM's own token embeddings
+    token_norm = m.lm.get_input_embeddings().weight.norm(dim=1).median()
+    fresh = type(m)(m.config, m.tokenizer)
+    ratio = fresh.user_features(torch.randn(16, 384)).norm(dim=1).mean() / token_norm
+    assert 0.7 < ratio.item() < 1.4
 
 
 def test_losses_decrease_when_fitting_a_batch(small_model):

@@ -187,10 +187,11 @@ def test_vllm_backend_generates_the_same_requests(ready):
     index, cents, _ = _centroids(read_manifest(stage_dir(cfg.lake, CYCLE, "cluster_users")))
     users = cents[[index[r["cluster_id"]] for r in reqs]]
     seeds = [generate.request_seed(7, r["request_id"]) for r in reqs]
-    expected = hf.generate(users, prompts, seeds)
+    sources = [(r["title"], r["selling_points"], r["query"]) for r in reqs]
+    expected = hf.generate(users, prompts, seeds, sources=sources)
     engine = generate.VLLMEngine(cfg, artifact)
     try:
-        got = engine.generate(users, prompts, seeds)
+        got = engine.generate(users, prompts, seeds, sources=sources)  # grounded in vLLM too
         agree = sum(a[0] == b[0] for a, b in zip(got, expected, strict=True))
         assert agree >= 0.8 * len(reqs)  # greedy; float32 kernels differ slightly
         engine.g = engine.g.model_copy(update={"temperature": 0.8})

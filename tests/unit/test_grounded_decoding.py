@@ -1,0 +1,121 @@
+"""Grounded decoding (models/grounded_decoding.py): every word comes whole from the sources,
+numbers only from the ad's own texts, no loops, and titles end only where a title may end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jobs.training.creator_tokenizer import train_tokenizer
+from models.grounded_decoding import (
+    GroundedLogitsProcessor,
+    TokenTable,
+    grounding_for,
+    source_words,
+    word_limits,
+)
+
+AD = ["Pentel EnerGel Deluxe RTX Gel Pen, 0.7mm, Black Ink, 12-Pack (BL77-A)",
+      "Quick-drying ink for smooth writing", ""]
+PHRASES = ("For office workers", "Ships within 24 hours", "Free returns", "shop now")
+STOPWORDS = ("for", "the", "a", "and", "with")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    corpus = AD + list(PHRASES) + list(STOPWORDS) + ["Brother HL-3170CDW printer", "Pentil HHL-3070HDD",
+                                   "for the a an and with"] * 3
+    return train_tokenizer(corpus * 20, 400)
+
+
+@pytest.fixture(scope="module")
+def grounding(tok):
+    return grounding_for(TokenTable(tok), AD, PHRASES, STOPWORDS)
+
+
+def walk(tok, g, text: str) -> tuple[bool, bool]:
+    """(every token of `text` was allowed in turn, the end token is allowed after it)"""
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    for k in range(len(ids)):
+        if ids[k] not in g.allowed(ids[:k]):
+            return False, False
+    return True, tok.eos_token_id in g.allowed(ids)
+
+
+@pytest.mark.parametrize("text", [
+    "Pentel EnerGel Deluxe, Black Ink",
+    "For office workers: Pentel EnerGel Gel Pen, 12-Pack",
+    "Pentel Gel Pen - Quick-drying ink for smooth writing",
+    "Black Ink Gel Pen, 0.7mm",
+    "Pentel Gel Pen, Free returns, shop now",
+])
+def test_titles_of_source_words_are_allowed_and_may_end(tok, grounding, text):
+    assert walk(tok, grounding, text) == (True, True)
+
+
+@pytest.mark.parametrize("text", [
+    "Pentil EnerGel",  # a corrupted brand: subwords recombined
+    "Pentel HHL-3070HDD",  # a model code not in the sources
+    "Pentel Gel Pen 24",  # a number from the lexicons only
+    "Pentel Gel Pen, 12, Black Ink",  # a number without what it counts ("12-Pack" is whole)
+    "Black Ink Black Ink",  # a repeated bigram
+    "Pentel Pentel",  # a word right after itself
+    "Pentel Gel Pen, the Black Ink",  # a clause opens with a filler word
+    "Black Ink Gel Pen, Gel Pen",  # a repeat in another spelling than the source's
+    "Free returns, Free",  # a lexicon word a second time
+    "Workers Pentel Gel Pen",  # a phrase's inner word alone
+])
+def test_corrupted_invented_and_looping_words_are_refused(tok, grounding, text):
+    assert walk(tok, grounding, text)[0] is False
+
+
+@pytest.mark.parametrize("text", ["Pentel Gel Pen for", "Pentel Gel Pen,", "Pentel Ge", "Pentel",
+                                  "Pentel Gel Pen, shop",
+                                  "Pentel Gel Pen for office"])  # phrases end whole
+def test_a_title_cannot_end_mid_word_after_a_connector_or_a_comma(tok, grounding, text):
+    ok, may_end = walk(tok, grounding, text)
+    assert ok and not may_end
+
+
+def test_a_number_is_copied_with_what_it_measures(tok):
+    g = grounding_for(TokenTable(tok), ["Ships within 24 hours", "Rated 4.7 out of 5"], (), ())
+    assert walk(tok, g, "Rated 4.7 out of 5") == (True, True)
+    assert walk(tok, g, "Ships within 24 hours") == (True, True)
+    assert walk(tok, g, "Rated 4.7, 24 hours")[0] is False
+    assert walk(tok, g, "Ships within 24 hours, 4.7 out of 5")[0] is False  # "Rated 4.7"
+    assert walk(tok, g, "Ships within 24") == (True, False)  # not without its unit
+    g = grounding_for(TokenTable(tok), ["Rated to 20°F", "Black Ink"], (), ())
+    assert walk(tok, g, "Rated to 20°F, Black Ink") == (True, True)  # a clause ends it
+    g = grounding_for(TokenTable(tok), ["Brush 16,000 DPI", "Gel-Free Grain-Free Gel"], (), ())
+    assert walk(tok, g, "Brush 16,000 DPI") == (True, True)  # a comma inside a number
+    assert walk(tok, g, "Brush 16,") == (True, False)
+
+
+def test_word_sets_and_limits():
+    assert {"0.7mm", "12-Pack", "BL77-A", "Ink", "ink"} <= source_words(AD)
+    assert "24" not in source_words(list(PHRASES), numbers=False)
+    assert word_limits(["Gel Pen Gel Ink", "Gel"]) == {"gel": 2, "pen": 1, "ink": 1}
+
+
+def test_the_hf_processor_masks_each_row_to_its_own_words(tok, grounding):
+    other = grounding_for(TokenTable(tok), ["Brother HL-3170CDW printer"], PHRASES, STOPWORDS)
+    proc = GroundedLogitsProcessor([grounding, other])
+    scores = proc(torch.zeros((2, 0), dtype=torch.long), torch.zeros(2, len(tok)))
+    first = set(torch.isfinite(scores[0]).nonzero().flatten().tolist())
+    second = set(torch.isfinite(scores[1]).nonzero().flatten().tolist())
+    assert first == set(grounding.allowed([])) and second == set(other.allowed([]))
+    assert first != second
+
+
+@pytest.mark.parametrize("title, reasons", [
+    ("Pentel Gel Pen, Black Ink", []),
+    ("For readers for a a a", ["repeated_word", "repeated_ngram", "cut_off_ending"]),
+    ("Avery 1 x 11 x 11 x 11", ["repeated_ngram"]),
+    ("Pins, Clear, Made in the", ["cut_off_ending"]),
+    ("Black Ink,", ["cut_off_ending"]),
+    ("", ["empty_title"]),
+])
+def test_degenerate_reasons(title, reasons):
+    from jobs.stages.badcase_rules import degenerate_reasons
+
+    assert degenerate_reasons(title) == reasons
