@@ -262,8 +262,10 @@ class Grounding:
     def __init__(self, table: TokenTable, words: set[str], lexicon: Lexicon | None = None,
                  limits: dict[str, int] | None = None,
                  numbers: dict[str, set[str | None]] | None = None, target_words: int = 0,
-                 number_before: dict[str, set[str | None]] | None = None):
+                 number_before: dict[str, set[str | None]] | None = None,
+                 original: str = ""):
         self.table = table
+        self.original = _plain(original)  # a title may not end as a copy of it
         self.number_before = number_before or {}
         self.target_words = target_words  # the original title's length, in words
         self.numbers = numbers or {}
@@ -419,7 +421,8 @@ class Grounding:
                 ids |= set(t.bare_space)
                 if may_end_here and self._may_close(word):  # outside an open phrase
                     ids |= set(t.trailing) | set(t.standalone)
-                    if len(words) + 1 >= MIN_WORDS:
+                    if len(words) + 1 >= MIN_WORDS and _plain(
+                            raw.decode("utf-8", errors="replace")) != self.original:
                         ids.add(t.eos_id)
         if not ids:  # a dead end (every way on repeats): end here; the caller checks it
             ids = {t.eos_id}
@@ -430,6 +433,12 @@ class Grounding:
 
 def _lower(w: bytes) -> str:
     return w.decode("utf-8", errors="replace").lower()
+
+
+def _plain(text: str) -> str:
+    """Lower-cased words without punctuation: how a copy of the original is recognized."""
+    return " ".join(w for w in (c.strip(_STRIP_LEAD + _STRIP_TRAIL + "-–|&/")
+                                for c in text.lower().split()) if w)
 
 
 def _parse(raw: bytes) -> tuple[list[bytes], bytes, bool]:
@@ -509,7 +518,8 @@ def grounding_for(table: TokenTable, texts: list[str], phrases: tuple[str, ...],
     return Grounding(table, source_words(texts), lexicon(phrases, stopwords),
                      word_limits(texts), number_successors(texts),
                      target_words=len(_chunks(texts[0])) if texts else 0,
-                     number_before=number_predecessors(texts))
+                     number_before=number_predecessors(texts),
+                     original=texts[0] if texts else "")
 
 
 EOS_BONUS_PER_WORD = 0.5  # logit added to the end token per word past the target length

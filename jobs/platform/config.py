@@ -200,7 +200,7 @@ class DatasetSettings(_Section):
 class CreatorTrainSettings(_Section):
     epochs: int = Field(1, gt=0)
     batch_size: int = Field(16, gt=0)
-    max_examples: int | None = Field(640, gt=0)  # a seeded sample of the training examples
+    max_examples: int | None = Field(320, gt=0)  # a seeded sample of the training examples
     lr: float = Field(2e-4, gt=0)  # the LM's trainable layers
     proj_lr: float = Field(2e-3, gt=0)  # the projection of U (new, randomly initialized)
     weight_decay: float = Field(0.01, ge=0)

@@ -378,7 +378,8 @@ class ChatClient:
     keyed by (model, prompt), and a Failure instead of an exception when it gives up."""
 
     def __init__(self, endpoint: ChatEndpoint, cache_dir: Path, timeout_s: float = 60,
-                 retries: int = 3, backoff_s: float = 1.0, concurrency: int = 4):
+                 retries: int = 3, backoff_s: float = 1.0, concurrency: int = 4,
+                 max_tokens: int = 1024):
         from openai import OpenAI
 
         self.endpoint = endpoint
@@ -389,6 +390,7 @@ class ChatClient:
         self.retries = retries
         self.backoff_s = backoff_s
         self.concurrency = concurrency
+        self.max_tokens = max_tokens  # a reply is a small JSON object: cap a rambling model
         self.calls = 0  # requests sent (cache hits excluded)
         self.cache_hits = 0
 
@@ -408,7 +410,7 @@ class ChatClient:
             try:
                 self.calls += 1
                 reply = self.client.chat.completions.create(
-                    model=self.endpoint.model, temperature=0,
+                    model=self.endpoint.model, temperature=0, max_tokens=self.max_tokens,
                     messages=[{"role": "user", "content": prompt}])
                 text = reply.choices[0].message.content or ""
             except Exception as exc:  # network, HTTP status, timeout: retried

@@ -332,6 +332,9 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
             step += 1
             bar.update(1)
             bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()})
+            if not progress and (step % 5 == 0 or step == total_steps):  # logs, in Airflow
+                log.info("train creator: step %d/%d, %s", step, total_steps,
+                         {k: round(v.item(), 3) for k, v in losses.items()})
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             sums["_n"] = sums.get("_n", 0) + 1

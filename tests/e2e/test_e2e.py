@@ -65,7 +65,10 @@ def test_cycle_through_airflow_then_rerun_skips(tmp_path, tiny_sample):
     assert (tmp_path / "creator" / "CURRENT").is_file()  # and the default Creative LLM
     requests = read_manifest(cycle / "match_ads")["outputs"]["generation_requests"]["rows"]
     gen = read_manifest(cycle / "generate")
-    assert requests > 0 and gen["outputs"]["generations"]["rows"] == requests
+    generated, failed = gen["outputs"]["generations"]["rows"], gen["outputs"]["failed"]["rows"]
+    assert requests > 0 and generated > 0 and generated + failed == requests
+    # the small fixture model may ramble past its budget: dropped with a reason, never cut
+    assert set(gen["counts"]["failed_by_reason"]) <= {"over_length", "empty_output"}
     assert gen["backend"] == "vllm"  # the default engine, through Airflow
     kill = read_manifest(cycle / "kill_badcases")
     published = read_manifest(cycle / "publish_library")

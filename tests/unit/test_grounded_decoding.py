@@ -78,7 +78,8 @@ def test_a_title_cannot_end_mid_word_after_a_connector_or_a_comma(tok, grounding
 
 
 def test_a_number_is_copied_with_what_it_measures(tok):
-    g = grounding_for(TokenTable(tok), ["Ships within 24 hours", "Rated 4.7 out of 5"], (), ())
+    g = grounding_for(TokenTable(tok), ["Gel Pen", "Ships within 24 hours", "Rated 4.7 out of 5"],
+                      (), ())
     assert walk(tok, g, "Rated 4.7 out of 5") == (True, True)
     assert walk(tok, g, "Ships within 24 hours") == (True, True)
     assert walk(tok, g, "Rated 4.7, 24 hours")[0] is False
@@ -86,9 +87,15 @@ def test_a_number_is_copied_with_what_it_measures(tok):
     assert walk(tok, g, "Ships within 24") == (True, False)  # not without its unit
     g = grounding_for(TokenTable(tok), ["Rated to 20°F", "Black Ink"], (), ())
     assert walk(tok, g, "Rated to 20°F, Black Ink") == (True, True)  # a clause ends it
-    g = grounding_for(TokenTable(tok), ["Brush 16,000 DPI", "Gel-Free Grain-Free Gel"], (), ())
+    g = grounding_for(TokenTable(tok), ["Soft Brush", "Brush 16,000 DPI"], (), ())
     assert walk(tok, g, "Brush 16,000 DPI") == (True, True)  # a comma inside a number
     assert walk(tok, g, "Brush 16,") == (True, False)
+
+
+def test_a_copy_of_the_original_title_may_not_end(tok):
+    g = grounding_for(TokenTable(tok), ["Pentel Gel Pen, Black Ink", "Quick-drying ink"], (), ())
+    assert walk(tok, g, "Pentel Gel Pen, Black Ink") == (True, False)  # it adds nothing
+    assert walk(tok, g, "Pentel Gel Pen, Black Ink, Quick-drying") == (True, True)
 
 
 def test_word_sets_and_limits():
