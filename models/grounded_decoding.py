@@ -67,20 +67,29 @@ def source_words(texts: list[str], numbers: bool = True) -> set[str]:
     return words
 
 
-def number_predecessors(texts: list[str]) -> dict[str, set[str | None]]:
-    """For each word with a digit, the words before it in the sources (None: it starts a
-    text or a clause), so "4.7" comes after "Rated", as the ad says it."""
-    prv: dict[str, set[str | None]] = {}
+def _number_chunks(texts: list[str]):
+    """(the text's raw chunks, index, the number word lower-cased) for each word with a digit."""
     for text in texts:
         raw = (text or "").split()
         for i, chunk in enumerate(raw):
             w = chunk.lstrip(_STRIP_LEAD).rstrip(_STRIP_TRAIL).lower()
-            if not any(c.isdigit() for c in w):
-                continue
-            starts = i == 0 or raw[i - 1][-1] in ",;:.!?)" or raw[i - 1] in SEPARATORS_STANDALONE
-            before = raw[i - 1].lstrip(_STRIP_LEAD).rstrip(_STRIP_TRAIL).lower() if i else None
-            prv.setdefault(w, set()).update(({None} if starts else set())
-                                            | ({before} if before else set()))
+            if any(c.isdigit() for c in w):
+                yield raw, i, w
+
+
+def _bare(chunk: str) -> str:
+    return chunk.lstrip(_STRIP_LEAD).rstrip(_STRIP_TRAIL).lower()
+
+
+def number_predecessors(texts: list[str]) -> dict[str, set[str | None]]:
+    """For each word with a digit, the words before it in the sources (None: it starts a
+    text or a clause), so "4.7" comes after "Rated", as the ad says it."""
+    prv: dict[str, set[str | None]] = {}
+    for raw, i, w in _number_chunks(texts):
+        starts = i == 0 or raw[i - 1][-1] in ",;:.!?)" or raw[i - 1] in SEPARATORS_STANDALONE
+        before = _bare(raw[i - 1]) if i else None
+        prv.setdefault(w, set()).update(({None} if starts else set())
+                                        | ({before} if before else set()))
     return prv
 
 
@@ -89,17 +98,11 @@ def number_successors(texts: list[str]) -> dict[str, set[str | None]]:
     text or a clause there), so a number is copied with what it measures ("24 hours",
     "4.7 out of 5"), never listed bare."""
     nxt: dict[str, set[str | None]] = {}
-    for text in texts:
-        raw = (text or "").split()
-        for i, chunk in enumerate(raw):
-            w = chunk.lstrip(_STRIP_LEAD).rstrip(_STRIP_TRAIL).lower()
-            if not any(c.isdigit() for c in w):
-                continue
-            ends = i + 1 == len(raw) or chunk[-1] in ",;:.!?)" or raw[i + 1][0] in "([-–|"
-            after = raw[i + 1].lstrip(_STRIP_LEAD).rstrip(_STRIP_TRAIL) if i + 1 < len(raw) \
-                else None
-            nxt.setdefault(w, set()).update({after.lower() if after else None}
-                                            | ({None} if ends else set()))
+    for raw, i, w in _number_chunks(texts):
+        ends = i + 1 == len(raw) or raw[i][-1] in ",;:.!?)" or raw[i + 1][0] in "([-–|"
+        after = _bare(raw[i + 1]) if i + 1 < len(raw) else None
+        nxt.setdefault(w, set()).update(({after} if after else set())
+                                        | ({None} if ends else set()))
     return nxt
 
 
