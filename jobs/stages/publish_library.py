@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs import __version__
+from jobs.platform import s3
 from jobs.platform.config import Config
 from jobs.platform.errors import DataQualityError, UserError
 from jobs.platform.lake import (
@@ -164,7 +165,7 @@ def _fingerprint(cfg: Config, cycle_id: str, kill: dict) -> dict[str, Any]:
                        for p in report_files(cfg, cycle_id)],
             "target": f"{cfg.library.endpoint_url or 'embedded:' + str(cfg.library.embedded_dir)}"
                       f"/{cfg.library.bucket}/{cfg.library.prefix}",
-            "code": fingerprint_code(Path(__file__), Path(__file__).with_name("s3.py"))}
+            "code": fingerprint_code(Path(__file__), Path(s3.__file__))}
 
 
 def library_table(passing: pa.Table, cycle_id: str) -> pa.Table:
