@@ -163,7 +163,6 @@ class TokenTable:
         self.trailing: list[int] = []  # "," ":"
         self.standalone: list[int] = []  # " -", " |" ... (with the leading space)
         self.standalone_bare: list[int] = []  # "-", "|" ... (after a space token)
-        self.size = len(tokenizer)
         self.bytes_of: dict[int, bytes] = {}
         for tok, i in tokenizer.get_vocab().items():
             if i in special or any(ch not in decoder for ch in tok):
