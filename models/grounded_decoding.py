@@ -42,6 +42,7 @@ CONNECTORS = {"for", "and", "with", "of", "the", "a", "an", "to", "in", "on", "b
 _STRIP_LEAD = "\"'“”‘’([{"
 _STRIP_TRAIL = "\"'“”‘’)]},.;:!?"
 MIN_WORDS = 2
+ARTICLES = {"a", "an", "the"}
 
 
 def _chunks(text: str | None) -> list[str]:
@@ -197,9 +198,9 @@ def token_table(tokenizer_dir: str) -> TokenTable:
 
 
 class WordTrie:
-    def __init__(self, words: set[str], shared: bool = False):
+    def __init__(self, words: set[str]):
         self.words = frozenset(words)
-        self.shared = shared  # lives as long as its lexicon: its walks may be memoized
+        self.walks: dict[tuple[bytes, int], tuple[list, list]] = {}  # see `_walk_cached`
         self.forms: dict[str, list[bytes]] = {}  # lower-cased word -> its spellings here
         for w in words:
             self.forms.setdefault(w.lower(), []).append(w.encode("utf-8"))
@@ -238,24 +239,17 @@ def _walk(word: _Node, vocab: _Node, out: list[tuple[int, _Node]], path: bytes,
 
 # --------------------------------------------------------------------------- per request
 
-_WALKS: dict[tuple[int, bytes, int], tuple[list, list]] = {}
-
-
 def _walk_cached(trie: WordTrie, start: _Node, prefix: bytes, vocab: _Node
                  ) -> tuple[list[tuple[int, _Node]], list[bytes]]:
-    """`_walk`, memoized for the shared tries (lexicon words are the same for every request
-    of a process; a request's own trie is walked afresh)."""
-    if not trie.shared:
+    """`_walk`, memoized on the trie: a title revisits the same prefixes (every word start
+    walks the whole trie), and the lexicon tries are shared by every request of a process."""
+    key = (prefix, id(vocab))
+    if key not in trie.walks:
         found: list[tuple[int, _Node]] = []
         paths: list[bytes] = []
         _walk(start, vocab, found, b"", paths)
-        return found, paths
-    key = (id(trie), prefix, id(vocab))
-    if key not in _WALKS:
-        found, paths = [], []
-        _walk(start, vocab, found, b"", paths)
-        _WALKS[key] = (found, paths)
-    return _WALKS[key]
+        trie.walks[key] = (found, paths)
+    return trie.walks[key]
 
 
 class Grounding:
@@ -276,12 +270,14 @@ class Grounding:
         self.own_lower = frozenset(w.lower() for w in words)
         self.lexicon = lexicon
         self.limits = limits or {}
-        self._cache: dict[tuple, list[int]] = {}
+        self._cache: dict[tuple, tuple[list[int], bool]] = {}
 
-    def tries_after(self, low: list[str], joined: bool = True) -> tuple[list[WordTrie], bool]:
+    def tries_after(self, low: list[str], joined: bool = True,
+                    starts: frozenset[int] = frozenset()) -> tuple[list[WordTrie], bool]:
         """The tries the next word comes from, and whether the title may end here: while a
         lexicon word waits for the rest of its phrase, only that phrase's next word.
-        `joined`: no separator between the last word and the next."""
+        `joined`: no separator between the last word and the next; `starts`: the indices of
+        the words of `low` that open a clause."""
         last = low[-1] if low else None
         if joined and last in self.numbers:  # a number goes on as in its source
             after = self.numbers[last]
@@ -293,11 +289,13 @@ class Grounding:
             return [self._number_tries[last]], None in after
         if self.lexicon is None:
             return [self.own], True
-        cont, owed = self.lexicon.state(low, self.own_lower)
+        cont, owed = self.lexicon.state(low, self.own_lower, starts)
         if owed:
             return [self.lexicon.trie_of(cont)], False
         extra = [self.lexicon.trie_of(cont)] if cont else []
         stop = self.lexicon.stop
+        if last in ARTICLES and last not in self.own_lower:
+            return [self.own] + extra, False  # an article goes on to what it names: "a in" no
         if len(low) >= 2 and all(w in stop and w not in self.own_lower for w in low[-2:]):
             return [self.own] + extra, True  # no third filler word in a row
         return [self.own, self.lexicon.free] + extra, True
@@ -366,21 +364,32 @@ class Grounding:
 
     def allowed(self, generated: list[int]) -> list[int]:
         """Token ids allowed after the generated token ids (the end token excluded)."""
+        return self._allowed(generated)[0]
+
+    def ends_cleanly(self, generated: list[int]) -> bool:
+        """Whether the end token was a real choice after `generated` (the title's tokens
+        without the end token), not the dead-end fallback: a title that ran out of grounded
+        ways on ends on whatever it had ("… for the"), and is dropped by the caller."""
+        ids, dead = self._allowed(generated)
+        return not dead and self.table.eos_id in ids
+
+    def _allowed(self, generated: list[int]) -> tuple[list[int], bool]:
+        """(allowed token ids, whether this is a dead end where only the end token is left)."""
         t = self.table
         raw = b"".join(t.bytes_of.get(i, b"") for i in generated if i != t.eos_id)
-        words, frag, after_sep = _parse(raw)
+        words, frag, after_sep, starts = _parse(raw)
         if after_sep and not raw.endswith(b" "):
             last = raw.rsplit(b" ", 1)[-1]
             if last[-1:] in (b",", b":") and any(
                     tr.find(last) is not None for tr in [self.own, *self._number_tries.values()]):
                 words, frag, after_sep = words[:-1], last, False  # "16," of "16,000"
         low = [_lower(w) for w in words]
+        starts = frozenset(i for i in starts if i < len(low))
         prev = low[-1] if low else None
         pairs = set(zip(low, low[1:], strict=False))
         banned_next = ({b for a, b in pairs if a == prev} | ({prev} if prev else set())
                        | self._used_up(low))
-        key = (frag, after_sep, raw.endswith(b" "), not raw, prev, frozenset(banned_next),
-               len(words))
+        key = (frag, after_sep, raw.endswith(b" "), not raw, tuple(low), starts)
         if key in self._cache:
             return self._cache[key]
         ban = set(banned_next)
@@ -389,7 +398,7 @@ class Grounding:
         # the word being written (or next) follows the last word with no separator between
         joined = not (after_sep or (tail and (tail[-1] in SEPARATORS_TRAILING
                                               or tail in SEPARATORS_STANDALONE)))
-        tries, may_end = self.tries_after(low, joined)
+        tries, may_end = self.tries_after(low, joined, starts)
         ban = ban | self._misplaced_numbers(prev, joined and bool(raw.strip()))
         ids: set[int] = set()
         if not raw:  # START: an own word or a lexicon phrase's first word, never a filler
@@ -417,7 +426,8 @@ class Grounding:
                 pairs_here = pairs | ({(prev, word)} if prev else set())
                 ban_here = ({b for a, b in pairs_here if a == word} | {word}
                             | self._used_up(low + [word]))
-                tries_here, may_end_here = self.tries_after(low + [word])
+                tries_here, may_end_here = self.tries_after(
+                    low + [word], True, starts | ({len(low)} if not joined else set()))
                 ban_here |= self._misplaced_numbers(word, True)
                 ids |= self._tokens_from(tries_here, b"", t.space, ban_here)
                 ids |= set(t.bare_space)
@@ -426,9 +436,10 @@ class Grounding:
                     if len(words) + 1 >= MIN_WORDS and _plain(
                             raw.decode("utf-8", errors="replace")) != self.original:
                         ids.add(t.eos_id)
-        if not ids:  # a dead end (every way on repeats): end here; the caller checks it
+        dead = not ids
+        if dead:  # every way on repeats: end here; `ends_cleanly` tells the caller
             ids = {t.eos_id}
-        out = sorted(ids)
+        out = (sorted(ids), dead)
         self._cache[key] = out
         return out
 
@@ -443,15 +454,22 @@ def _plain(text: str) -> str:
                                 for c in text.lower().split()) if w)
 
 
-def _parse(raw: bytes) -> tuple[list[bytes], bytes, bool]:
+def _parse(raw: bytes) -> tuple[list[bytes], bytes, bool, set[int]]:
     """(complete words, the fragment being written, whether the text ends in a separator
-    or in a space after one). Separators are not words."""
+    or in a space after one, the indices of the words that open a clause: the first word
+    and each after a separator). Separators are not words."""
     chunks = raw.lstrip(b" ").split(b" ")
     words: list[bytes] = []
+    starts, opens = set(), True
     for c in chunks[:-1]:
         w = c.rstrip(b",:")
         if w and w.decode("utf-8", errors="replace") not in SEPARATORS_STANDALONE:
+            if opens:
+                starts.add(len(words))
             words.append(w)
+            opens = w != c  # "Pen," closes a clause
+        elif c:
+            opens = True  # " - ", " | "
     last = chunks[-1]
     text_last = last.decode("utf-8", errors="replace")
     after_sep = bool(last) and (text_last[-1] in SEPARATORS_TRAILING
@@ -459,9 +477,11 @@ def _parse(raw: bytes) -> tuple[list[bytes], bytes, bool]:
     if after_sep:
         w = last.rstrip(b",:")
         if w and w.decode("utf-8", errors="replace") not in SEPARATORS_STANDALONE:
+            if opens:
+                starts.add(len(words))
             words.append(w)
         last = b""
-    return words, last, after_sep
+    return words, last, after_sep, starts
 
 
 class Lexicon:
@@ -477,26 +497,34 @@ class Lexicon:
         # single letters ("s", "t" of contractions) are no words of a title, but "a"
         self.stop = frozenset(w.lower() for w in stopwords if len(w) > 1 or w.lower() == "a")
         self.free = WordTrie(source_words(sorted(self.stop | {p[0] for p in self.phrases}),
-                                          numbers=False), shared=True)
+                                          numbers=False))
         self.starts_trie = WordTrie(source_words(sorted({p[0] for p in self.phrases}),
-                                                 numbers=False), shared=True)
+                                                 numbers=False))
         self._tries: dict[frozenset, WordTrie] = {}
 
     def trie_of(self, words: frozenset) -> WordTrie:
         if words not in self._tries:
-            self._tries[words] = WordTrie(source_words(sorted(words), numbers=False),
-                                          shared=True)
+            self._tries[words] = WordTrie(source_words(sorted(words), numbers=False))
         return self._tries[words]
 
-    def state(self, words: list[str], own: frozenset) -> tuple[frozenset, bool]:
+    def state(self, words: list[str], own: frozenset,
+              starts: frozenset[int] = frozenset()) -> tuple[frozenset, bool]:
         """(words that may come next to continue an open phrase, whether a lexicon word
-        still waits for its phrase to complete) after the lower-cased `words`."""
+        still waits for its phrase to complete) after the lower-cased `words`; `starts`: the
+        indices of the words that open a clause.
+
+        A stopword of the lexicons (not of the ad) is free only as glue right after one of the
+        ad's words ("Gel Pen for"); one that opens a clause or follows another filler must be
+        the start of a whole phrase ("For office workers", never "A in", "Him and A Hers").
+        Articles are judged by what follows them (`Grounding.tries_after`)."""
         active: set[tuple[int, int, int]] = set()  # (phrase, words matched, start index)
         owed = None  # index of the earliest lexicon word not yet inside a complete phrase
         for i, w in enumerate(words):
             nxt = {(k, n + 1, s) for k, n, s in active if self.phrases[k][n] == w}
             nxt |= {(k, 1, i) for k in self.starts.get(w, [])}
-            if owed is None and w not in own and w not in self.stop:
+            glue = i > 0 and i not in starts and words[i - 1] in own
+            if owed is None and w not in own and (
+                    w not in self.stop or (w not in ARTICLES and not glue)):
                 owed = i
             if owed is not None and any(n == len(self.phrases[k]) and s <= owed
                                         for k, n, s in nxt):

@@ -102,9 +102,16 @@ def generations_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=GENERATIONS_SCHEMA)
 
 
+def write_match_summary(cfg, cycle_id: str, rows: list[dict]) -> dict:
+    """match_ads' summary for `rows` (one request each): the publish gate's denominators."""
+    return write_stage(cfg, cycle_id, "match_ads", {}, extra={"summary": {
+        "requests": len(rows), "ads_matched": len({r["ad_id"] for r in rows})}})
+
+
 def write_generations(cfg, cycle_id: str, rows: list[dict]) -> dict:
     failed = pa.table({"request_id": pa.array([], pa.string()), "ad_id": pa.array([], pa.string()),
                        "reason": pa.array([], pa.string()), "detail": pa.array([], pa.string())})
+    write_match_summary(cfg, cycle_id, rows)
     return write_stage(cfg, cycle_id, "generate",
                        {"generations": generations_table(rows), "failed": failed})
 

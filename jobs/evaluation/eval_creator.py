@@ -15,6 +15,12 @@ their own embedding U from `embed_users`:
   every cluster centre × `ads` ads (query-free), distinct-1/2 = unique n-grams / n-grams
   over one ad's titles, averaged over ads; and, when the cycle has a `generate` stage, the
   same over its query-free generations;
+* personalization that fits (jobs/stages/personalization.py), beside its controls:
+  cross-user fidelity over pairs of held-out users shown the same ad (each user's title
+  against what each user clicked, TF-IDF over item texts) for the generated titles, the
+  same requests with shuffled U (control) and the teacher's titles (ceiling); and over the
+  cluster grid, cross-cluster fidelity and distinct titles per ad, with the cluster
+  centres shuffled as the control;
 * LLM-judge GSB when a judge endpoint is configured (CF_JUDGE_URL, CF_JUDGE_MODEL): the
   generated and the original title asked in both orders (config/prompts/judge.md);
   inconsistent answers count as Same.
@@ -36,7 +42,15 @@ from jobs.platform.errors import UserError
 from jobs.platform.lake import read_manifest, stage_dir
 from jobs.platform.registry import CREATOR, read_meta, write_meta
 from jobs.stages.badcase_rules import degenerate_reasons, fabrication_reasons
-from jobs.stages.generate import drop_repeated_segments, make_engine, request_seed
+from jobs.stages.generate import (
+    DEAD_END,
+    ENDED,
+    OVER_LENGTH,
+    drop_repeated_segments,
+    make_engine,
+    request_seed,
+)
+from jobs.stages.personalization import InterestSpace, cross_cluster_fidelity, distinct_titles
 from jobs.training import train_creator
 from jobs.training.teachers import (
     ChatClient,
@@ -79,11 +93,69 @@ def _distinct_by_ad(rows: list[tuple[str, str]]) -> dict[str, Any]:
     return out
 
 
-def _as_stage(output: tuple[str, int, bool]) -> str:
+def _as_stage(output: tuple[str, int, str]) -> str:
     """A title as the generate stage keeps it: repeated segments dropped, and one that did
-    not end within the token budget dropped ("")."""
-    title, _, ended = output
-    return drop_repeated_segments(title)[0] if ended else ""
+    not end (over the token budget, or at a dead end of the decoder) dropped ("")."""
+    title, _, status = output
+    return drop_repeated_segments(title)[0] if status == ENDED else ""
+
+
+def _paired_first(rows: list[dict], n: int) -> list[dict]:
+    """Up to `n` held-out rows, ads shown to several users first (fidelity compares the
+    titles two users got for the same ad), in the dataset's order otherwise."""
+    by_ad: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_ad[r["ad_id"]].append(r)
+    groups = sorted(by_ad.values(), key=lambda g: len(g) < 2)  # stable: pairs first
+    return [r for g in groups for r in g][:n]
+
+
+def _fidelity(cfg: Config, cycle_id: str, rows: list[dict], titles: list[str],
+              shuffled: list[str], grid: list, d_out: list, d_shuf: list,
+              cluster_of: dict[str, int]) -> dict[str, Any]:
+    """Fidelity of the generated titles beside the controls and the teacher, per user pair
+    and per cluster pair; distinct titles across the grid's clusters."""
+    fe = read_manifest(stage_dir(cfg.lake, cycle_id, "extract_features"))
+    items = pq.read_table(fe["outputs"]["items"]["path"],
+                          columns=["item_hash", "item_text"]).to_pydict()
+    texts = dict(zip(items["item_hash"], items["item_text"], strict=True))
+    seq = pq.read_table(fe["outputs"]["user_sequences"]["path"],
+                        columns=["user_id", "item_hashes"]).to_pydict()
+    space = InterestSpace(texts.values())
+    wanted = {r["user_id"] for r in rows}
+    by_user = space.interests(((u, h) for u, hs in zip(seq["user_id"], seq["item_hashes"],
+                                                       strict=True) if u in wanted for h in hs),
+                              texts)
+    by_cluster = space.interests(((cluster_of[u], h) for u, hs in zip(
+        seq["user_id"], seq["item_hashes"], strict=True) if u in cluster_of for h in hs), texts)
+
+    def per_user(ts: list[str]) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = defaultdict(dict)
+        for r, t in zip(rows, ts, strict=True):
+            if t:  # a dropped title has nothing to compare
+                out[r["ad_id"]][r["user_id"]] = t
+        return out
+
+    def per_cluster(outs: list) -> dict[str, dict[int, str]]:
+        out: dict[str, dict[int, str]] = defaultdict(dict)
+        for (a, c), o in zip(grid, outs, strict=True):
+            if (t := _as_stage(o)):
+                out[a["ad_id"]][c] = t
+        return out
+
+    grid_gen, grid_shuf = per_cluster(d_out), per_cluster(d_shuf)
+    return {
+        "users": {"generated": cross_cluster_fidelity(per_user(titles), by_user, space),
+                  "shuffled_users": cross_cluster_fidelity(per_user(shuffled), by_user, space),
+                  "teacher": cross_cluster_fidelity(per_user([r["title"] for r in rows]),
+                                                    by_user, space)},
+        "clusters": {"generated": cross_cluster_fidelity(grid_gen, by_cluster, space),
+                     "shuffled_centres": cross_cluster_fidelity(grid_shuf, by_cluster, space)},
+        "distinct": {"generated": distinct_titles({a: list(v.values())
+                                                   for a, v in grid_gen.items()}),
+                     "shuffled_centres": distinct_titles({a: list(v.values())
+                                                          for a, v in grid_shuf.items()})},
+    }
 
 
 def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str | None = None,
@@ -95,8 +167,9 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str |
     if dataset is None or users_m is None:
         raise UserError(f"cycle {cycle_id} needs build_dataset and embed_users to evaluate")
     embeddings = load_user_embeddings(users_m["outputs"]["user_embeddings"]["path"])
-    rows = [r for r in pq.read_table(dataset["outputs"]["examples"]["path"]).to_pylist()
-            if r["split"] == "eval" and r["user_id"] in embeddings][: e.max_examples]
+    rows = _paired_first([r for r in pq.read_table(dataset["outputs"]["examples"]["path"])
+                          .to_pylist() if r["split"] == "eval" and r["user_id"] in embeddings],
+                         e.max_examples)
     if not rows:
         raise UserError(f"cycle {cycle_id}'s dataset has no held-out example to evaluate on")
     engine = make_engine(cfg, Path(artifact), backend)
@@ -118,18 +191,24 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str |
         # distinct-n: cluster centres of the cycle's users x a sample of ads
         from sklearn.cluster import KMeans
 
-        all_users = np.stack(list(embeddings.values()))
+        user_ids = list(embeddings)
+        all_users = np.stack([embeddings[u] for u in user_ids])
         k = min(e.clusters, len(all_users))
-        centres = KMeans(k, n_init=3, random_state=cfg.creator.dataset.seed).fit(
-            all_users).cluster_centers_.astype(np.float32)
+        km = KMeans(k, n_init=3, random_state=cfg.creator.dataset.seed).fit(all_users)
+        centres = km.cluster_centers_.astype(np.float32)
         ads = list({r["ad_id"]: r for r in rows}.values())[: e.ads]
         grid = [(a, c) for a in ads for c in range(k)]
-        d_out = engine.generate(
-            centres[[c for _, c in grid]],
+        grid_args = (
             [model.prompt_ids(a["original_title"], a["selling_points"], None)[0]
              for a, _ in grid],
-            [request_seed(cfg.generate.seed, f"{a['ad_id']}:{c}") for a, c in grid],
-            sources=[(a["original_title"], a["selling_points"], None) for a, _ in grid])
+            [request_seed(cfg.generate.seed, f"{a['ad_id']}:{c}") for a, c in grid])
+        grid_sources = [(a["original_title"], a["selling_points"], None) for a, _ in grid]
+        d_out = engine.generate(centres[[c for _, c in grid]], *grid_args,
+                                sources=grid_sources)
+        # control: each cluster's slot filled with another cluster's centre
+        swap = np.roll(np.arange(k), 1)
+        d_shuf = engine.generate(centres[[swap[c] for _, c in grid]], *grid_args,
+                                 sources=grid_sources)
     finally:
         engine.close()
 
@@ -148,7 +227,8 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str |
     result: dict[str, Any] = {
         "examples": len(rows), "backend": backend,
         "grounding_pass_rate": round(float(np.mean(passed)), 4),
-        "dropped_over_length": round(float(np.mean([not o[2] for o in outputs])), 4),
+        "dropped_over_length": round(float(np.mean([o[2] == OVER_LENGTH for o in outputs])), 4),
+        "dropped_dead_end": round(float(np.mean([o[2] == DEAD_END for o in outputs])), 4),
         "degenerate_rate": round(float(np.mean([bool(degenerate_reasons(t)) for t in kept])), 4)
         if kept else None,
         "personalization": gsb((gen * prof).sum(1) - base, e.same_margin),
@@ -164,7 +244,9 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str |
         "mean_output_tokens": round(float(np.mean([n for _, n, _ in outputs])), 2),
         "distinct_across_clusters": {"clusters": k, **_distinct_by_ad(
             [(a["ad_id"], _as_stage(o)) for (a, _), o in zip(grid, d_out, strict=True)
-             if o[2]])},
+             if o[2] == ENDED])},
+        "fidelity": _fidelity(cfg, cycle_id, rows, titles, shuffled, grid, d_out, d_shuf,
+                              dict(zip(user_ids, km.labels_.tolist(), strict=True))),
         "examples_shown": [{"original": r["original_title"], "query": r["query"],
                             "generated": t, "teacher": r["title"]}
                            for t, r in list(zip(titles, rows, strict=True))[:5]],

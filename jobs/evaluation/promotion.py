@@ -43,18 +43,23 @@ def promote_hllm(cfg: Config, candidate: Path, cycle_id: str) -> dict:
 
 def promote_creator(cfg: Config, candidate: Path, cycle_id: str,
                     grounding_tolerance: float = 0.02) -> dict:
-    """Promote when, on the cycle's held-out users, the candidate's personalization
-    advantage is at least CURRENT's and its grounding pass rate is no more than
-    `grounding_tolerance` below it."""
+    """Promote when, on the cycle's held-out users, the candidate's cross-user fidelity
+    (its titles fit the users they were written for: jobs/stages/personalization.py) and
+    its personalization advantage are at least CURRENT's, and its grounding pass rate is no
+    more than `grounding_tolerance` below it."""
     def scores(artifact: Path) -> dict[str, float]:
         m = eval_creator.evaluate_artifact(cfg, artifact, cycle_id)
-        return {"advantage": m["personalization"]["advantage"],
+        fidelity = m["fidelity"]["users"]["generated"]["fidelity"]
+        return {"fidelity": 0.5 if fidelity is None else fidelity,  # no pair: chance
+                "advantage": m["personalization"]["advantage"],
                 "grounding_pass_rate": m["grounding_pass_rate"]}
 
     def better(new: dict, old: dict) -> bool:
-        return (new["advantage"] >= old["advantage"] and new["grounding_pass_rate"]
+        return (new.get("fidelity", 0.5) >= old.get("fidelity", 0.5)
+                and new["advantage"] >= old["advantage"] and new["grounding_pass_rate"]
                 >= old["grounding_pass_rate"] - grounding_tolerance)
 
     return _promote(cfg, CREATOR, Path(candidate), cycle_id, scores, better,
-                    rule="advantage >= current and grounding >= current - tolerance",
+                    rule="fidelity >= current, advantage >= current and grounding >= "
+                         "current - tolerance",
                     grounding_tolerance=grounding_tolerance)

@@ -255,7 +255,9 @@ class Generate(_Section):
     """generate: batched titles for the generation requests, sharded."""
 
     backend: Literal["vllm", "hf"] = "vllm"  # hf: transformers `generate`, where vLLM cannot run
-    shards: int = Field(2, gt=0, le=256)  # mapped Airflow tasks
+    # mapped Airflow tasks, each with its own engine: one per engine the workers can run at
+    # once (on a 2-core box one vLLM engine uses both cores, and a second start costs ~50 s)
+    shards: int = Field(1, gt=0, le=256)
     process_per_shard: bool = True  # Airflow: each shard in its own process (engine exits with it)
     batch_size: int = Field(64, gt=0)  # hf backend: requests per `generate` call
     temperature: float = Field(0.0, ge=0)  # 0 = greedy; > 0 samples with a seed per request
@@ -297,6 +299,11 @@ class Library(_Section):
     read_timeout_s: float = Field(60, gt=0)
     min_title_chars: int = Field(3, ge=1)  # Great Expectations gate on the passing variants
     max_title_chars: int = Field(150, ge=1)
+    min_content_words: int = Field(2, ge=1)  # words of a title that are not function words
+    # the gate on the cycle: passing variants per generation request, and ads with a passing
+    # variant per matched ad; below either, the cycle publishes nothing
+    min_passing_share: float = Field(0.3, ge=0, le=1)
+    min_ads_covered_share: float = Field(0.5, ge=0, le=1)
 
 
 class Airflow(_Section):

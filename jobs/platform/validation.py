@@ -108,11 +108,13 @@ class Failure:
     column: str | None
     unexpected: int | None
     rows: int | None
+    name: str | None = None  # the expectation's `meta["name"]`, where a suite gives one
 
     def __str__(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
         count = "" if self.unexpected is None else f": {self.unexpected:,} of {self.rows:,} rows"
-        return f"{self.expectation} on {where}{count}"
+        named = f" ({self.name})" if self.name else ""
+        return f"{self.expectation}{named} on {where}{count}"
 
 
 class SuiteRunner:
@@ -155,6 +157,7 @@ class SuiteRunner:
                 column=r.expectation_config.kwargs.get("column"),
                 unexpected=res.get("unexpected_count"),
                 rows=res.get("element_count", res.get("observed_value")),
+                name=(r.expectation_config.meta or {}).get("name"),
             ))
         self.results[suite.name] = {
             "success": result.success,

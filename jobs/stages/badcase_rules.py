@@ -245,6 +245,7 @@ RULES: dict[str, tuple[str, ...]] = {
                   "protected_attribute"),
     "format": ("empty_title", "title_too_short", "title_too_long", "repeated_words",
                "same_as_original", "duplicate_variant"),
+    "degenerate": ("repeated_ngram", "cut_off_ending", "fragment"),
     "safety": ("unsafe_id", "user_id_in_title", "user_id_in_query", "inactive_ad"),
 }
 FAMILY_OF = {code: family for family, codes in RULES.items() for code in codes}
@@ -486,6 +487,16 @@ class AdSource:
                 self.brand or ""]
 
 
+def product_identity(src: AdSource, stop: frozenset[str] | set[str]) -> set[str]:
+    """Stemmed words that name the product: the brand's, and the last two content words of
+    the original title's head (before its first `,` `:` or ` - `), where the product noun
+    sits ("… 3D Printer Filament", "… Rice Cooker")."""
+    head = _CLAUSE.split(src.original_title or "")[0]
+    words = [v for k, v in tokens(head) if k == "w" and len(v) > 1 and v not in stop]
+    brand = {v for k, v in tokens(src.brand or "") if k == "w" and len(v) > 1}
+    return {stem(v) for v in [*words[-2:], *brand]}
+
+
 def judge_title(title: str | None, src: AdSource, lex: Lexicons,
                 brands: BrandLexicon | None = None,
                 advertiser_id: str | None = None) -> list[tuple[str, str]]:
@@ -520,6 +531,24 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
     if [v for _, v in toks] == [v for _, v in stems(src.original_title or "")]:
         found.append(("same_as_original", ""))
 
+    # broken text: a bigram repeated inside a clause (a loop: `1" x 11" x 11"`; a headline
+    # before the product name may repeat its noun: "Bluetooth Speaker: Voltaro Bluetooth
+    # Speaker"), a cut-off ending, a fragment with no product identity
+    deg = degenerate_reasons(title)
+    if "repeated_word" in deg and not any(c == "repeated_words" for c, _ in found):
+        found.append(("repeated_words", "a word right after itself"))  # "a a", any length
+    if any("repeated_ngram" in degenerate_reasons(c) for c in _CLAUSE.split(title)):
+        found.append(("repeated_ngram", ""))
+    if "cut_off_ending" in deg:
+        found.append(("cut_off_ending", title.split()[-1]))
+    stop = lex.grounding.stopwords
+    content = {v for k, v in toks if (k == "w" and len(v) > 1 and v not in stop) or k == "n"}
+    identity = product_identity(src, stop)
+    if len(content) < int(fmt.get("min_content_words", 2)):
+        found.append(("fragment", f"{len(content)} content words"))
+    elif identity and not content & identity:
+        found.append(("fragment", "names neither the product nor the brand"))
+
     # grounding (words and numbers), against every text of the ad including its brand
     found += fabrication_findings(title, src.original_title,
                                   [*(src.selling_points or []), src.brand or ""], src.query,
@@ -552,10 +581,15 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
             continue
         found.append(("location_not_in_source", place))
 
-    # brands of other advertisers
+    # brands of other advertisers, unless the ad's own texts name them ("3D" in "3D Printer
+    # Filament", "Scotch" in a 3M ad's title): what the ad says is grounded
     if brands is not None:
-        found += [("other_advertiser_brand", b) for b in brands.others(toks, src.brand,
-                                                                       advertiser_id)]
+        src_seq_stems = tuple(src_toks)
+        for b in brands.others(toks, src.brand, advertiser_id):
+            key = tuple(stems(b))
+            if not any(src_seq_stems[k: k + len(key)] == key
+                       for k in range(len(src_seq_stems) - len(key) + 1)):
+                found.append(("other_advertiser_brand", b))
 
     # sensitive terms
     src_terms_cache: dict[str, set[str]] = {}
@@ -574,6 +608,7 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
     return list(dict.fromkeys(found))
 
 
+_CLAUSE = re.compile(r"[,:;|]\s|\s[-–—|]\s")
 _DEGENERATE_END = {"for", "and", "with", "of", "the", "a", "an", "to", "in", "on", "by", "or",
                    "from", "at", "your", "&", "-", "–", "—", "|", "/", "+"}
 
@@ -593,6 +628,7 @@ def degenerate_reasons(title: str | None) -> list[str]:
     bigrams = list(zip(words, words[1:], strict=False))
     if len(set(bigrams)) < len(bigrams):
         reasons.append("repeated_ngram")
-    if text[-1] in ",:;" or (words and words[-1] in _DEGENERATE_END):
-        reasons.append("cut_off_ending")
+    unit = len(words) >= 2 and words[-1] == "in" and any(c.isdigit() for c in words[-2])
+    if text[-1] in ",:;" or (words and words[-1] in _DEGENERATE_END and not unit):
+        reasons.append("cut_off_ending")  # "… 1/2 in" ends on a unit, not a connector
     return reasons

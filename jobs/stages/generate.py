@@ -107,8 +107,22 @@ def drop_repeated_segments(title: str) -> tuple[str, int]:
 
 
 # ---------------------------------------------------------------------------------------
-# Engines: same requests in, (title, output tokens) out
+# Engines: same requests in, (title, output tokens, how it ended) out
 # ---------------------------------------------------------------------------------------
+
+ENDED = "ended"  # the model ended the title where a title may end
+OVER_LENGTH = "over_length"  # no end within the token budget: dropped, never cut
+DEAD_END = "dead_end"  # the grounded decoder had no way on and ended it: dropped, never cut
+
+
+def end_status(finished: bool, grounding, tokens: list[int]) -> str:
+    """How a title ended: `finished` (the end token was sampled) is not enough under
+    grounded decoding, where a dead end forces the end token ("… Made in the")."""
+    if not finished:
+        return OVER_LENGTH
+    if grounding is not None and not grounding.ends_cleanly(tokens):
+        return DEAD_END
+    return ENDED
 
 class HFEngine:
     """transformers `generate` over batches of left-padded prompt embeddings."""
@@ -127,8 +141,8 @@ class HFEngine:
     def generate(self, users: np.ndarray, prompts: list[list[int]], seeds: list[int],
                  progress: bool = False, sources: list[list[str]] | None = None
                  ) -> list[tuple[str, int, bool]]:
-        """(title, output tokens, whether the title ended) per request; `sources` are the
-        texts each title is grounded in (its title, selling points, query)."""
+        """(title, output tokens, `end_status`) per request; `sources` are the texts each
+        title is grounded in (its title, selling points, query)."""
         import torch
         from tqdm import tqdm
 
@@ -144,8 +158,9 @@ class HFEngine:
                                       c.max_new_tokens, self.g.temperature, self.g.top_p,
                                       seed=seeds[idx[0]], groundings=groundings,
                                       min_new_tokens=self.g.min_new_tokens)
-            for i, (toks, ended) in zip(idx, ids, strict=True):
-                out[i] = (self.model.decode(toks), len(toks), ended)
+            for k, (i, (toks, ended)) in enumerate(zip(idx, ids, strict=True)):
+                out[i] = (self.model.decode(toks), len(toks),
+                          end_status(ended, groundings[k] if groundings else None, toks))
         return out
 
     def close(self) -> None:
@@ -207,10 +222,13 @@ class VLLMEngine:
                   for i, s in enumerate(seeds)]
         outs = self.llm.generate(requests, params, use_tqdm=progress)
         result = []
-        for o in outs:
+        for i, o in enumerate(outs):
             toks = [t for t in o.outputs[0].token_ids if t != self.model.eos_id]
-            result.append((o.outputs[0].text.strip(), len(toks),
-                           o.outputs[0].finish_reason == "stop"))
+            finished = o.outputs[0].finish_reason == "stop"
+            # the processor ran in the engine's worker: ask the same decoder here whether
+            # the end was a choice or a dead end (only for titles that ended)
+            g = self.model.grounding(*sources[i]) if grounded and finished else None
+            result.append((o.outputs[0].text.strip(), len(toks), end_status(finished, g, toks)))
         return result
 
     def close(self) -> None:
@@ -456,12 +474,13 @@ def _generate(cfg: Config, cycle_id: str, pending: list[dict], prompter, centroi
     counts["generation_seconds"] += time.time() - t0
     gens, fails = [], []
     budget = prompter.config.max_new_tokens
-    for r, (title, n_tokens, ended) in zip(pending, outputs, strict=True):
+    for r, (title, n_tokens, status) in zip(pending, outputs, strict=True):
         counts["output_tokens"] += n_tokens
-        if not ended:  # dropped, never cut: a cut title ends mid-phrase
+        if status != ENDED:  # dropped, never cut: a cut title ends mid-phrase
+            detail = (f"no end within {budget} tokens" if status == OVER_LENGTH
+                      else "no grounded way on; it would end cut off")
             fails.append({"request_id": r["request_id"], "ad_id": r["ad_id"],
-                          "reason": "over_length",
-                          "detail": f"no end within {budget} tokens"})
+                          "reason": status, "detail": f"{detail}: {title[:120]!r}"})
             continue
         title, dropped = drop_repeated_segments(title)
         counts["repeated_segments_dropped"] += dropped

@@ -35,6 +35,7 @@ import json
 import logging
 import shutil
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,20 @@ LIBRARY_KEY = ["ad_id", "cluster_id", "strategy", "query"]
 STRATEGIES = ["query_aware", "query_free"]
 RESERVED = {"creatives.parquet", "manifest.json", "advertisers", "LATEST"}
 UPLOAD_THREADS = 8
+
+# Broken text, checked by the gate with its own regular expressions, independently of the
+# Badcase Killer's rules: what the killer let through must still not be published.
+_FUNCTION = "for|and|with|of|the|a|an|to|in|on|by|or|from|at|your"
+REPEATED_WORD = r"(?i)\b([a-z]\w*|\w{2,})\s+\1\b"  # "a a", "PLA PLA+" (not "1 1/2")
+REPEATED_BIGRAM = r"(?i)\b(\w+\W+\w+)\b[^,:;|]*\b\1\b"  # a loop inside a clause
+# ends on a separator or a function word; "in" after a number is the unit ("1/2 in")
+CUT_OFF = (rf"(?i)(?:[,:;]|(?:^|\s)(?:{_FUNCTION.replace('|in|', '|')}|[&|/+–—-])"
+           r"[.!?\"')]*|(?:^|(?<![\d\"'])\s)in[.!?\"')]*)\s*$")
+
+
+def content_words_regex(n: int) -> str:
+    """Matches a title with at least `n` words that are not function words."""
+    return rf"(?i)^(?:.*?\b(?!(?:{_FUNCTION})\b)[a-z0-9][\w'.-]*){{{n}}}"
 
 
 class PandasSuiteRunner:
@@ -120,7 +135,41 @@ def library_suite(cfg: Config):
     for col in ("title", "original_title", "query"):  # no user-id-looking values
         suite.add_expectation(E.ExpectColumnValuesToNotMatchRegex(
             column=col, regex=cfg.badcase.user_id_pattern))
+    for name, regex in (("repeated word", REPEATED_WORD), ("repeated bigram", REPEATED_BIGRAM),
+                        ("cut-off ending", CUT_OFF)):  # no degenerate text
+        suite.add_expectation(E.ExpectColumnValuesToNotMatchRegex(
+            column="title", regex=regex, meta={"name": name}))
+    suite.add_expectation(E.ExpectColumnValuesToMatchRegex(
+        column="title", regex=content_words_regex(lib.min_content_words),
+        meta={"name": f"at least {lib.min_content_words} content words"}))
     return suite
+
+
+def cycle_suite(cfg: Config):
+    """The checkpoint on the cycle as a whole: enough of it survived to be worth publishing."""
+    gx = _gx()
+    E = gx.expectations
+    suite = gx.ExpectationSuite(name="library_cycle")
+    suite.add_expectation(E.ExpectColumnValuesToBeBetween(
+        column="passing_share", min_value=cfg.library.min_passing_share))
+    suite.add_expectation(E.ExpectColumnValuesToBeBetween(
+        column="ads_covered_share", min_value=cfg.library.min_ads_covered_share))
+    return suite
+
+
+def cycle_numbers(cfg: Config, cycle_id: str, table: pa.Table) -> dict[str, Any]:
+    """Passing variants per generation request, and ads with a passing variant per matched
+    ad (match_ads' summary)."""
+    match = read_manifest(stage_dir(cfg.lake, cycle_id, "match_ads"))
+    if match is None:
+        raise UserError(f"{STAGE} for cycle {cycle_id} needs match_ads' summary (no _SUCCESS)")
+    requests = int(match["summary"]["requests"])
+    ads = int(match["summary"]["ads_matched"])
+    covered = len(table.column("ad_id").unique()) if table.num_rows else 0
+    return {"passing": table.num_rows, "requests": requests, "ads_covered": covered,
+            "ads_matched": ads,
+            "passing_share": round(table.num_rows / requests, 4) if requests else 0.0,
+            "ads_covered_share": round(covered / ads, 4) if ads else 0.0}
 
 
 def _inputs(cfg: Config, cycle_id: str) -> dict:
@@ -185,18 +234,45 @@ def library_table(passing: pa.Table, cycle_id: str) -> pa.Table:
     return table.take(idx)
 
 
-def gate(cfg: Config, table: pa.Table) -> dict:
-    """Unsafe ids and the Great Expectations suite; raises DataQualityError on failure."""
+def gate_failures(cfg: Config, cycle_id: str, table: pa.Table) -> tuple[list[str], dict]:
+    """(what fails the gate, one line each; the suites' results). Unsafe ids, the suite on
+    the variants, and the suite on the cycle (thresholds in `library`)."""
+    import pandas as pd
+
     bad_ids = sorted({repr(v) for col in ("ad_id", "advertiser_id")
                       for v in table.column(col).unique().to_pylist() if unsafe_id(v)})
     runner = PandasSuiteRunner()
-    failures = runner.validate("library variants", table.to_pandas(), library_suite(cfg))
-    if bad_ids or failures:
-        parts = ([f"unsafe ids (would leave the library prefix): {', '.join(bad_ids[:5])}"]
-                 if bad_ids else []) + [f"expectation failed: {f}" for f in failures]
-        raise DataQualityError(f"{STAGE} refused to publish: " + "; ".join(parts)
-                               + ". Nothing was uploaded; LATEST is unchanged")
-    return runner.results
+    with warnings.catch_warnings():  # pandas warns on the back-references' capture groups
+        warnings.filterwarnings("ignore", message="This pattern is interpreted")
+        failures = runner.validate("library variants", table.to_pandas(), library_suite(cfg))
+    nums = cycle_numbers(cfg, cycle_id, table)
+    cycle_fail = runner.validate("cycle", pd.DataFrame([nums]), cycle_suite(cfg))
+    parts = ([f"unsafe ids (would leave the library prefix): {', '.join(bad_ids[:5])}"]
+             if bad_ids else []) + [f"expectation failed: {f}" for f in failures]
+    for f in cycle_fail:
+        if f.column == "passing_share":
+            parts.append(f"expectation failed: {f.expectation} on cycle.passing_share: "
+                         f"{nums['passing']:,} passing variants of {nums['requests']:,} "
+                         f"requests = {nums['passing_share']:.1%} < library.min_passing_share "
+                         f"{cfg.library.min_passing_share:.0%}")
+        elif f.column == "ads_covered_share":
+            parts.append(f"expectation failed: {f.expectation} on cycle.ads_covered_share: "
+                         f"{nums['ads_covered']:,} of {nums['ads_matched']:,} matched ads "
+                         f"= {nums['ads_covered_share']:.1%} < "
+                         f"library.min_ads_covered_share {cfg.library.min_ads_covered_share:.0%}")
+        else:
+            parts.append(f"expectation failed: {f}")
+    return parts, {**runner.results, "cycle_numbers": nums}
+
+
+def gate(cfg: Config, cycle_id: str, table: pa.Table) -> dict:
+    """`gate_failures`, raising DataQualityError (one line) when anything fails."""
+    parts, results = gate_failures(cfg, cycle_id, table)
+    if parts:
+        raise DataQualityError(f"{STAGE} refused to publish cycle {cycle_id}: "
+                               + "; ".join(parts) + ". Nothing was uploaded; LATEST is "
+                               "unchanged (docs/runbook.md, publish_library)")
+    return results
 
 
 def write_objects(table: pa.Table, out: Path, reports: list[Path], report_root: Path,
@@ -371,7 +447,7 @@ def _publish(cfg: Config, cycle_id: str, kill: dict, store, out: Path,
 
     t0 = time.time()
     try:
-        gx_results = gate(cfg, table)
+        gx_results = gate(cfg, cycle_id, table)
     except DataQualityError as exc:
         log.error("%s", exc)
         raise

@@ -28,11 +28,20 @@ import pyarrow.parquet as pq
 from jobs.platform.config import Config
 from jobs.platform.errors import UserError
 from jobs.platform.lake import StageOutput, fingerprint_code, read_manifest, run_stage, stage_dir
+from jobs.stages.personalization import (
+    InterestSpace,
+    cross_cluster_fidelity,
+    distinct_titles,
+    query_uptake,
+    shuffled_interests,
+)
+from jobs.stages.publish_library import LIBRARY_SCHEMA, gate_failures, library_table
 
 STAGE = "report"
 STAGES = ["extract_features", "embed_items", "embed_users", "cluster_users", "match_ads",
           "generate", "kill_badcases"]
 SAMPLE_ADS = 5
+GLANCE_ADS = 3  # ads shown with each cluster's title beside that cluster's interests
 log = logging.getLogger(__name__)
 
 
@@ -98,7 +107,73 @@ def collect(cfg: Config, cycle_id: str) -> dict[str, Any]:
         data["kills"] = {k: v for k, v in kb.items() if k in (
             "summary", "counts", "kill_counts", "kills_by_reason", "reasons")}
     data["samples"] = _samples(ms)
+    data["personalization"] = personalization(ms)
+    data["publish_gate"] = publish_gate(cfg, cycle_id, ms)
     return data
+
+
+def publish_gate(cfg: Config, cycle_id: str, ms: dict[str, dict | None]) -> dict | None:
+    """The verdict publish_library's gate will give on this cycle (same suites, same
+    thresholds), so the report says why a cycle was not published."""
+    passing = _path(ms["kill_badcases"], "passing")
+    if passing is None or ms["match_ads"] is None:
+        return None
+    table = pq.read_table(passing)
+    missing = set(LIBRARY_SCHEMA.names) - {"cycle_id"} - set(table.column_names)
+    if missing:  # publish_library fails on it too, with this reason
+        return {"passes": False, "numbers": None,
+                "failures": [f"passing rows lack {sorted(missing)}"]}
+    failures, results = gate_failures(cfg, cycle_id, library_table(table, cycle_id))
+    return {"passes": not failures, "failures": failures,
+            "numbers": results.get("cycle_numbers")}
+
+
+def personalization(ms: dict[str, dict | None]) -> dict[str, Any] | None:
+    """The passing variants judged against what each cluster's users clicked
+    (jobs/stages/personalization.py): distinct titles per ad, cross-cluster fidelity beside
+    its control (each cluster judged against another cluster's interests: ~50% whatever
+    the titles), query uptake, and a few ads at a glance."""
+    paths = {"passing": _path(ms["kill_badcases"], "passing"),
+             "assignments": _path(ms["cluster_users"], "assignments"),
+             "sequences": _path(ms["extract_features"], "user_sequences"),
+             "items": _path(ms["extract_features"], "items"),
+             "ads": _path(ms["extract_features"], "active_ads")}
+    if any(p is None for p in paths.values()):
+        return None
+    items = pq.read_table(paths["items"], columns=["item_hash", "item_text"]).to_pydict()
+    texts = dict(zip(items["item_hash"], items["item_text"], strict=True))
+    space = InterestSpace(texts.values())
+    a = pq.read_table(paths["assignments"], columns=["user_id", "cluster_id"]).to_pydict()
+    cluster_of = dict(zip(a["user_id"], a["cluster_id"], strict=True))
+    seq = pq.read_table(paths["sequences"], columns=["user_id", "item_hashes"]).to_pydict()
+    interests = space.interests(((cluster_of[u], h) for u, hs in zip(
+        seq["user_id"], seq["item_hashes"], strict=True) if u in cluster_of for h in hs), texts)
+    rows = pq.read_table(paths["passing"], columns=[
+        "ad_id", "cluster_id", "strategy", "query", "title", "original_title",
+        "selling_points"]).to_pylist()
+    free: dict[str, dict[int, str]] = {}
+    aware: dict[tuple[str, int], dict] = {}
+    for r in rows:
+        if r["strategy"] == "query_free":
+            free.setdefault(r["ad_id"], {})[r["cluster_id"]] = r["title"]
+        else:
+            aware[(r["ad_id"], r["cluster_id"])] = r
+    uptake = query_uptake(
+        {"query": r["query"], "sources": [r["original_title"], *(r["selling_points"] or [])],
+         "query_aware": r["title"], "query_free": free[ad][c]}
+        for (ad, c), r in aware.items() if c in free.get(ad, {}))
+    glance = []
+    for ad in sorted(ad for ad, by_c in free.items() if len(by_c) >= 3)[:GLANCE_ADS]:
+        orig = next(r["original_title"] for r in rows if r["ad_id"] == ad)
+        glance.append({"ad_id": ad, "original_title": orig, "clusters": [
+            {"cluster_id": c, "title": t,
+             "interests": space.summary(interests[c]) if c in interests else ""}
+            for c, t in sorted(free[ad].items())]})
+    return {"distinct": distinct_titles({ad: list(by_c.values()) for ad, by_c in free.items()}),
+            "fidelity": cross_cluster_fidelity(free, interests, space),
+            "fidelity_control": cross_cluster_fidelity(free, shuffled_interests(interests),
+                                                       space),
+            "query_uptake": uptake, "at_a_glance": glance}
 
 
 def _samples(ms: dict[str, dict | None]) -> list[dict]:
@@ -214,9 +289,49 @@ def headline(data: dict[str, Any]) -> list[tuple[str, Any]]:
         if stages.get(s):
             out.append((f"{s} rows", ", ".join(f"{k} {v:,}" for k, v in
                                                stages[s]["rows"].items() if v is not None)))
+    p = data.get("personalization")
+    if p:
+        out.append(("personalization (passing variants)", _personalization_line(p)))
+    g = data.get("publish_gate")
+    if g:
+        n = g["numbers"] or {}
+        out.append(("publish gate", (
+            f"passes: {n.get('passing', 0):,} variants, {n.get('passing_share', 0):.1%} of "
+            f"requests, {n.get('ads_covered_share', 0):.1%} of matched ads covered")
+            if g["passes"] else "REFUSES this cycle: " + "; ".join(g["failures"])))
     missing = [s for s, v in stages.items() if v is None]
     out.append(("stages not run", ", ".join(missing) or "none"))
     return out
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def _personalization_line(p: dict[str, Any]) -> str:
+    d, f, c, q = p["distinct"], p["fidelity"], p["fidelity_control"], p["query_uptake"]
+    return (f"{_pct(d['share_3plus_distinct'])} of {d['ads']:,} ads with ≥ 3 query-free "
+            f"variants have ≥ 3 distinct titles ({_pct(d['one_title_for_all'])} one title for "
+            f"all); cross-cluster fidelity {_pct(f['fidelity'])} over {f['pairs']:,} pairs "
+            f"(control, clusters' interests swapped: {_pct(c['fidelity'])}; chance 50%); "
+            f"query uptake {_pct(q['uptake'])} of {q['pairs']:,}")
+
+
+def _personalization_html(p: dict[str, Any] | None) -> str:
+    if not p:
+        return "<p class=muted>(needs kill_badcases, cluster_users and extract_features)</p>"
+    e = html.escape
+    parts = [f"<p>{e(_personalization_line(p))}</p>",
+             "<p class=muted>Fidelity: for each ad and pair of its clusters, does each "
+             "cluster's title sit closer (TF-IDF over item texts, a model the generator does "
+             "not use) to what that cluster's users clicked than the other's title does? "
+             "Identical titles count half; one title for every cluster scores 50%.</p>"]
+    for ad in p["at_a_glance"]:
+        parts.append(f"<h3>{e(ad['ad_id'])}: {e(ad['original_title'])}</h3>")
+        parts.append(_table([[c["cluster_id"], c["interests"], c["title"]]
+                             for c in ad["clusters"]],
+                            ["cluster", "what its users clicked (top terms)", "title"]))
+    return "\n".join(parts)
 
 
 def _generation_html(gen: dict | None) -> str:
@@ -261,6 +376,7 @@ def render_html(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
         "<h2>Ad-cluster matching</h2>", img("requests"), img("coverage"),
         "<h2>Generation</h2>", _generation_html(data.get("generation")),
         "<h2>Badcase Killer</h2>", img("kills"),
+        "<h2>Personalization</h2>", _personalization_html(data.get("personalization")),
         "<h2>Sample variants</h2>",
     ]
     if not data["samples"]:
@@ -289,6 +405,11 @@ def render_markdown(data: dict[str, Any]) -> str:
     kills = _kill_counts(data)
     if kills:
         lines += ["", "Kills by reason: " + ", ".join(f"{k} {n:,}" for k, n in kills.items())]
+    for ad in (data.get("personalization") or {}).get("at_a_glance", []):
+        lines += ["", f"**{ad['ad_id']}**: {ad['original_title']}", "",
+                  "| cluster | what its users clicked | title |", "|---|---|---|"]
+        lines += [f"| {c['cluster_id']} | {c['interests']} | {c['title']} |"
+                  for c in ad["clusters"]]
     return "\n".join(lines) + "\n"
 
 
@@ -311,8 +432,10 @@ def run(cfg: Config, cycle_id: str, force: bool = False) -> dict[str, Any]:
                             "report_md": {"path": "report.md", "rows": None}},
                            {"plots": sorted(pngs), "headline": dict(headline(data))})
 
-    # the report reads only manifests: no config section decides its content
-    manifest = run_stage(cfg, cycle_id, STAGE, inputs=inputs, config_hash="report-v1",
+    # the report reads manifests and small tables; the publish gate's thresholds
+    # (`library`) decide its verdict
+    manifest = run_stage(cfg, cycle_id, STAGE, inputs=inputs,
+                         config_hash=cfg.section_hash("library"),
                          build=build, force=force)
     log.info("report for cycle %s: %s", cycle_id, manifest["outputs"]["report_html"]["path"])
     return manifest

@@ -94,6 +94,8 @@ def main() -> None:
     t = time.time()
     ads, gens = generations(args.variants, seed=2, bad_share=0.0)
     write_stage(cfg, CYCLE, "extract_features", {"active_ads": ads})
+    write_stage(cfg, CYCLE, "match_ads", {}, extra={"summary": {  # the gate's denominators
+        "requests": gens.num_rows, "ads_matched": len(gens.column("ad_id").unique())}})
     write_stage(cfg, CYCLE, "kill_badcases", {"passing": gens, "verdicts": gens},
                 extra={"counts": {"generations": gens.num_rows, "killed": 0}})
     print(f"built {gens.num_rows:,} passing variants in {time.time() - t:.0f}s", flush=True)

@@ -12,7 +12,8 @@ queries look like the factory's. Each labeled row is one title judged against it
   the ad does not have), numbers (changed or invented numbers, prices, quantities,
   percentages over 100), locations, brands (another advertiser's), sensitive (absolute,
   medical, financial claims, profanity, protected attributes), format (empty, too short,
-  too long, repeated words, same as the original).
+  too long, repeated words, same as the original), degenerate (a loop inside a clause, a
+  cut-off ending, a fragment that names no product).
 
 Labels come from how a row was built, never from running the rules. Deterministic.
 """
@@ -247,7 +248,8 @@ def main() -> None:
             add(ad, rng.choice(["", "   "]), "format", note="empty")
         elif kind == 1:
             short = rng.choice(["Buy", "Shop now", "New!", "Wow"])
-            add(ad, short, "format", also=["fabrication"] if short in ("Buy", "Wow") else [],
+            add(ad, short, "format",  # too short, and no word of the product left either
+                also=["degenerate"] + (["fabrication"] if short in ("Buy", "Wow") else []),
                 note="too short")
         elif kind == 2:
             long = f"{core(ad)} - " + ", ".join(ad["selling_points"]) + " - " + \
@@ -262,6 +264,24 @@ def main() -> None:
         else:
             add(ad, rng.choice([ad["title"], ad["title"].lower(), ad["title"].upper() + "!"]),
                 "format", note="same as original")
+
+    # degenerate: 60 broken texts a decoder produces (a loop inside a clause, a cut-off
+    # ending, a fragment that names no product)
+    for n in range(60):
+        ad = pick()
+        kind = n % 3
+        w = core(ad).split()
+        sp = rng.choice(ad["selling_points"])
+        if kind == 0 and len(w) >= 2:
+            add(ad, " ".join(w + w[-2:] + w[-2:]), "degenerate", also=["format"],
+                note="loop")  # its words repeat too
+        elif kind == 1 or len(w) < 2:
+            add(ad, f"{core(ad)}, {sp} {rng.choice(['for the', 'with', 'and', 'of a'])}",
+                "degenerate", note="cut-off ending")
+        else:
+            sp = rng.choice([x for x in ad["selling_points"] if x not in ad["title"]])
+            add(ad, f"{rng.choice(['Shop now', 'Order today'])}: {sp}", "degenerate",
+                note="fragment: no product")
 
     with open(OUT, "w", encoding="utf-8") as f:
         for r in rows:

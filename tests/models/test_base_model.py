@@ -94,7 +94,7 @@ def test_vllm_serves_it_with_grounded_titles_that_end_or_are_dropped(tuned):
 
     from jobs.platform.lake import read_manifest, stage_dir
     from jobs.platform.registry import CREATOR, read_meta
-    from jobs.stages.generate import VLLMEngine
+    from jobs.stages.generate import ENDED, VLLMEngine
     from jobs.training.train_creator import load_user_embeddings
 
     cfg, path = tuned
@@ -113,10 +113,10 @@ def test_vllm_serves_it_with_grounded_titles_that_end_or_are_dropped(tuned):
         engine.close()
     assert read_meta(path, CREATOR)["config"]["model"]["base_model"] == PACKAGED_SMOLLM2
     lexicon = source_words(m.config.phrases + m.config.stopwords, numbers=False)
-    for (title, n_tokens, ended), (t, points, q) in zip(outs, sources, strict=True):
+    for (title, n_tokens, status), (t, points, q) in zip(outs, sources, strict=True):
         assert n_tokens <= m.config.max_new_tokens
-        if not ended:
-            continue  # the stage drops it as over_length
+        if status != ENDED:
+            continue  # the stage drops it (over_length, dead_end)
         allowed = source_words([t, *(points or []), q or ""]) | lexicon
         words = [w.strip(",:") for w in title.split()]
         assert all(w in allowed or w in {"-", "–", "|", "&", "/", "+", ""} for w in words), title

@@ -43,7 +43,11 @@ from tests.library_support import (
     generation_row,
     generations_for,
     write_generations,
+    write_match_summary,
     write_stage,
+)
+from tests.library_support import (
+    grounded_title as grounded_title_for,
 )
 
 A, B, C = "20261101T000000Z", "20261101T050000Z", "20261101T100000Z"
@@ -127,8 +131,8 @@ def test_publish_layout_manifest_and_no_user_ids(tmp_path, moto_url, creds, ads)
         for rel, c in manifest["objects"].items():  # every checksum matches the bytes
             body = store.get_bytes(f"{p}/versions/{A}/{rel}")
             assert hashlib.sha256(body).hexdigest() == c["sha256"] and len(body) == c["bytes"]
-        assert set(manifest["lineage"]) == {"extract_features", "generate", "kill_badcases",
-                                            "report"}
+        assert set(manifest["lineage"]) == {"extract_features", "match_ads", "generate",
+                                            "kill_badcases", "report"}
         assert manifest["counts"]["variants"] == m["outputs"]["library"]["rows"] > 0
         assert manifest["model_versions"]["creator"] == ["creator-test"]
         version, table = load_variants(store)
@@ -247,12 +251,60 @@ def test_gate_failure_publishes_nothing(tmp_path, moto_url, creds, ads):
             generation_row(ad, 1, f"{ad['title']} for runners")]
     passing = pa.Table.from_pylist(rows).drop_columns([])
     write_stage(cfg, A, "extract_features", {"active_ads": ads})
+    write_match_summary(cfg, A, rows)
     write_stage(cfg, A, "kill_badcases", {"passing": passing, "verdicts": passing})
     with pytest.raises(DataQualityError) as err:
         publish_library.run(cfg, A, progress=False)
     assert "not_match_regex" in str(err.value) and "Nothing was uploaded" in str(err.value)
     with open_store(cfg.library) as store:
         assert keys(store) == []
+
+
+@pytest.mark.parametrize("title, expectation", [
+    ("For readers for a a a", "repeated word"),
+    ('Avery Labels 1" x 11" x 11" x 11"', "repeated bigram"),
+    ("Avery Labels, Made in the", "cut-off ending"),
+    ("For the Avery", "at least 2 content words"),
+])
+def test_gate_refuses_degenerate_text_the_killer_let_through(tmp_path, moto_url, creds, ads,
+                                                             title, expectation):
+    cfg = cfg_for(tmp_path, moto_url)
+    ad = ads.to_pylist()[0]
+    rows = [generation_row(ad, 0, title), generation_row(ad, 1, f"{ad['title']} for runners")]
+    passing = pa.Table.from_pylist(rows)
+    write_match_summary(cfg, A, rows)
+    write_stage(cfg, A, "kill_badcases", {"passing": passing, "verdicts": passing})
+    with pytest.raises(DataQualityError) as err:
+        publish_library.run(cfg, A, progress=False)
+    assert f"({expectation}) on library variants.title: 1 of 2 rows" in str(err.value)
+
+
+def test_gate_refuses_a_cycle_that_lost_most_of_its_titles(tmp_path, moto_url, creds, ads):
+    cfg = cfg_for(tmp_path, moto_url)
+    good = generations_for(ads)
+    prepare(cfg, A, ads, good)
+    publish_library.run(cfg, A, progress=False)  # version A is served
+    # cycle B: 100 requests, of which only the first 20 have a title (the rest killed)
+    requests = [generation_row(a, k, grounded_title_for(a, k)) for a in ads.to_pylist()
+                for k in range(5)][:100]
+    write_match_summary(cfg, B, requests)
+    passing = pa.Table.from_pylist(requests[:20])
+    write_stage(cfg, B, "kill_badcases", {"passing": passing, "verdicts": passing})
+    with pytest.raises(DataQualityError) as err:
+        publish_library.run(cfg, B, progress=False)
+    msg = str(err.value)
+    assert "cycle.passing_share: 20 passing variants of 100 requests = 20.0% < " \
+           "library.min_passing_share 30%" in msg, msg
+    assert "ads_covered_share" in msg and "LATEST is unchanged" in msg
+    with open_store(cfg.library) as store:
+        assert read_latest(store) == A
+        assert not [k for k in keys(store) if f"/versions/{B}/" in k]
+    # an operator who accepts the cycle lowers the thresholds for it (runbook)
+    loose = cfg.model_copy(update={"library": cfg.library.model_copy(update={
+        "min_passing_share": 0.1, "min_ads_covered_share": 0.1})})
+    publish_library.run(loose, B, progress=False)
+    with open_store(cfg.library) as store:
+        assert read_latest(store) == B
 
 
 def test_unsafe_ids_rejected_and_never_leave_the_prefix(tmp_path, moto_url, creds, ads):
@@ -276,6 +328,7 @@ def test_unsafe_ids_rejected_and_never_leave_the_prefix(tmp_path, moto_url, cred
     cfg2 = cfg_for(tmp_path / "direct", moto_url)
     bad = pa.Table.from_pylist([dict(generation_row(ad, 0, f"{ad['title']} for runners"),
                                      advertiser_id="../outside")])
+    write_match_summary(cfg2, A, bad.to_pylist())
     write_stage(cfg2, A, "kill_badcases", {"passing": bad, "verdicts": bad})
     with pytest.raises(DataQualityError, match="unsafe ids"):
         publish_library.run(cfg2, A, progress=False)

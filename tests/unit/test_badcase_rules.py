@@ -99,6 +99,17 @@ def test_own_brand_inside_a_longer_brand_is_not_another_advertisers(lex):
     assert "other_advertiser_brand" in codes(lex, "Sonique earbuds for runners", src, "adv-3")
 
 
+def test_a_brand_the_ad_names_itself_is_grounded(lex):
+    # the ad's own title names "Sonique" (another advertiser's brand): copying it is no
+    # fabrication; adding it where the ad does not is
+    src = AdSource("Voltaro Labs Earbuds, works with Sonique speakers", [], None, "Voltaro Labs")
+    assert "other_advertiser_brand" not in codes(lex, "Voltaro Labs Earbuds for Sonique speakers",
+                                                 src, "adv-3")
+    src = AdSource("Voltaro Labs Earbuds", [], None, "Voltaro Labs")
+    assert "other_advertiser_brand" in codes(lex, "Voltaro Labs Earbuds for Sonique speakers",
+                                             src, "adv-3")
+
+
 def test_sensitive_claim_the_ad_makes_itself_is_allowed(lex):
     src = AdSource("Calmora Massage Gun", ["Doctor recommended", "5 speed settings"], None,
                    "Calmora")
@@ -118,7 +129,7 @@ def test_labeled_set_precision_and_recall():
     result = evaluate_labeled(cfg, cfg.badcase.labeled_set)
     fams = result["families"]
     table = format_eval(result)
-    for f in ("fabrication", "numbers", "locations", "brands", "sensitive"):
+    for f in ("fabrication", "numbers", "locations", "brands", "sensitive", "degenerate"):
         assert fams[f]["planted"] >= 40, table
         assert fams[f]["recall"] >= 0.99, table
     assert fams["format"]["recall"] >= 0.95, table

@@ -48,6 +48,7 @@ def walk(tok, g, text: str) -> tuple[bool, bool]:
     "Pentel Gel Pen - Quick-drying ink for smooth writing",
     "Black Ink Gel Pen, 0.7mm",
     "Pentel Gel Pen, Free returns, shop now",
+    "Pentel Gel Pen for the Black Ink",  # glue after the ad's word, an article before one
 ])
 def test_titles_of_source_words_are_allowed_and_may_end(tok, grounding, text):
     assert walk(tok, grounding, text) == (True, True)
@@ -64,6 +65,9 @@ def test_titles_of_source_words_are_allowed_and_may_end(tok, grounding, text):
     "Black Ink Gel Pen, Gel Pen",  # a repeat in another spelling than the source's
     "Free returns, Free",  # a lexicon word a second time
     "Workers Pentel Gel Pen",  # a phrase's inner word alone
+    "Pentel Gel Pen, the Pentel",  # an article before a word of no kind it could name
+    "Pentel Gel Pen, with Black Ink",  # a clause opened by a filler outside a phrase
+    "Pentel Gel Pen for the a Black Ink",  # a filler after a filler, outside a phrase
 ])
 def test_corrupted_invented_and_looping_words_are_refused(tok, grounding, text):
     assert walk(tok, grounding, text)[0] is False
@@ -96,6 +100,18 @@ def test_a_copy_of_the_original_title_may_not_end(tok):
     g = grounding_for(TokenTable(tok), ["Pentel Gel Pen, Black Ink", "Quick-drying ink"], (), ())
     assert walk(tok, g, "Pentel Gel Pen, Black Ink") == (True, False)  # it adds nothing
     assert walk(tok, g, "Pentel Gel Pen, Black Ink, Quick-drying") == (True, True)
+
+
+def test_a_dead_end_is_told_apart_from_a_real_end(tok):
+    g = grounding_for(TokenTable(tok), ["Gel Pen for"], (), ())
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    assert g.ends_cleanly(ids("Gel Pen"))
+    # after "Gel Pen for" every word is used up: only the end token is left, and that end is
+    # the fallback, not a choice ("… for" is cut off)
+    assert g.allowed(ids("Gel Pen for ")) == [tok.eos_token_id]
+    assert not g.ends_cleanly(ids("Gel Pen for "))
+    assert not g.ends_cleanly(ids("Gel Pen for"))  # not a dead end yet, but no end either
+    assert not g.ends_cleanly(ids("Gel"))  # one word: no title yet
 
 
 def test_word_sets_and_limits():
