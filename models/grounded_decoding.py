@@ -43,6 +43,9 @@ _STRIP_LEAD = "\"'“”‘’([{"
 _STRIP_TRAIL = "\"'“”‘’)]},.;:!?"
 MIN_WORDS = 2
 ARTICLES = {"a", "an", "the"}
+# lexicon phrases a title may use ("For office workers: …, Free returns"): a chain of them
+# ("Explore, Buy Now for athletes, Get Yours today") is filler, not a title
+MAX_PHRASES = 2
 
 
 def _chunks(text: str | None) -> list[str]:
@@ -289,15 +292,24 @@ class Grounding:
             return [self._number_tries[last]], None in after
         if self.lexicon is None:
             return [self.own], True
-        cont, owed = self.lexicon.state(low, self.own_lower, starts)
+        cont, owed, used = self.lexicon.state(low, self.own_lower, starts)
         if owed:
             return [self.lexicon.trie_of(cont)], False
         extra = [self.lexicon.trie_of(cont)] if cont else []
         stop = self.lexicon.stop
+        if used >= MAX_PHRASES:  # no further phrase: the ad's words and glue only
+            if last in stop and last not in self.own_lower:
+                return [self.own] + extra, last not in ARTICLES
+            return [self.own, self.lexicon.stop_trie] + extra, True
         if last in ARTICLES and last not in self.own_lower:
             return [self.own] + extra, False  # an article goes on to what it names: "a in" no
         if len(low) >= 2 and all(w in stop and w not in self.own_lower for w in low[-2:]):
             return [self.own] + extra, True  # no third filler word in a row
+        if last in stop:
+            # after a filler (the ad's own "on", "of" too): the ad's words, a phrase, or an
+            # article ("for the"); a second bare filler would owe a phrase it cannot start
+            # (`Lexicon.state`): a dead end, or a chain ("on Each of Either on Even")
+            return [self.own, self.lexicon.starts_trie, self.lexicon.articles] + extra, True
         return [self.own, self.lexicon.free] + extra, True
 
     def _no_filler(self, tries: list[WordTrie]) -> list[WordTrie]:
@@ -418,8 +430,9 @@ class Grounding:
             ids |= self._tokens_from(self._no_filler(tries), b"", t.space, ban)
             ids -= set(t.standalone)  # no second separator ("& &")
             ids |= set(t.bare_space)
-        else:  # inside a word
-            ids |= self._tokens_from(tries, frag, t.cont, ban)
+        else:  # inside a word; one that opens a clause is no bare filler, as at its start
+            ids |= self._tokens_from(tries if joined and low else self._no_filler(tries), frag,
+                                     t.cont, ban)
             word = _lower(frag)
             if self._is_word(tries, frag) and word not in banned_next:
                 # the word may end here: then the bans apply to what follows it
@@ -500,6 +513,8 @@ class Lexicon:
                                           numbers=False))
         self.starts_trie = WordTrie(source_words(sorted({p[0] for p in self.phrases}),
                                                  numbers=False))
+        self.articles = WordTrie(source_words(sorted(ARTICLES & self.stop), numbers=False))
+        self.stop_trie = WordTrie(source_words(sorted(self.stop), numbers=False))
         self._tries: dict[frozenset, WordTrie] = {}
 
     def trie_of(self, words: frozenset) -> WordTrie:
@@ -508,31 +523,35 @@ class Lexicon:
         return self._tries[words]
 
     def state(self, words: list[str], own: frozenset,
-              starts: frozenset[int] = frozenset()) -> tuple[frozenset, bool]:
+              starts: frozenset[int] = frozenset()) -> tuple[frozenset, bool, int]:
         """(words that may come next to continue an open phrase, whether a lexicon word
-        still waits for its phrase to complete) after the lower-cased `words`; `starts`: the
-        indices of the words that open a clause.
+        still waits for its phrase to complete, how many phrases the title has used) after
+        the lower-cased `words`; `starts`: the indices of the words that open a clause.
 
         A stopword of the lexicons (not of the ad) is free only as glue right after one of the
-        ad's words ("Gel Pen for"); one that opens a clause or follows another filler must be
-        the start of a whole phrase ("For office workers", never "A in", "Him and A Hers").
-        Articles are judged by what follows them (`Grounding.tries_after`)."""
+        ad's content words ("Gel Pen for"); one that opens a clause or follows another
+        stopword must start a whole phrase ("For office workers", never "A in" or "Him and
+        A Hers"). An article inside a clause is judged by what follows it
+        (`Grounding.tries_after`); one that opens a clause must start a phrase too."""
         active: set[tuple[int, int, int]] = set()  # (phrase, words matched, start index)
         owed = None  # index of the earliest lexicon word not yet inside a complete phrase
+        done = 0  # phrases completed
         for i, w in enumerate(words):
             nxt = {(k, n + 1, s) for k, n, s in active if self.phrases[k][n] == w}
             nxt |= {(k, 1, i) for k in self.starts.get(w, [])}
-            glue = i > 0 and i not in starts and words[i - 1] in own
+            glue = (i > 0 and i not in starts and words[i - 1] in own
+                    and words[i - 1] not in self.stop)  # after one of the ad's content words
             if owed is None and w not in own and (
-                    w not in self.stop or (w not in ARTICLES and not glue)):
+                    w not in self.stop or not (glue or (w in ARTICLES and i not in starts))):
                 owed = i
             if owed is not None and any(n == len(self.phrases[k]) and s <= owed
                                         for k, n, s in nxt):
                 owed = None  # a complete phrase covers every word it spans
+                done += 1
             active = {(k, n, s) for k, n, s in nxt if n < len(self.phrases[k])}
         if owed is None:  # free, and any open phrase may go on
-            return frozenset(self.phrases[k][n] for k, n, _ in active), False
-        return frozenset(self.phrases[k][n] for k, n, s in active if s <= owed), True
+            return frozenset(self.phrases[k][n] for k, n, _ in active), False, done
+        return frozenset(self.phrases[k][n] for k, n, s in active if s <= owed), True, done
 
 
 @functools.lru_cache(maxsize=8)
@@ -552,7 +571,7 @@ def grounding_for(table: TokenTable, texts: list[str], phrases: tuple[str, ...],
                      original=texts[0] if texts else "")
 
 
-EOS_BONUS_PER_WORD = 0.5  # logit added to the end token per word past the target length
+EOS_BONUS_PER_WORD = 1.0  # logit added to the end token per word past the target length
 
 
 def mask_logits(logits: torch.Tensor, allowed: list[int], grounding: Grounding | None = None,
@@ -572,7 +591,7 @@ def mask_logits(logits: torch.Tensor, allowed: list[int], grounding: Grounding |
     return logits
 
 
-EXTRA_WORDS = 6  # words a title may add to its original before the length prior starts
+EXTRA_WORDS = 4  # words a title may add to its original before the length prior starts
 
 
 # --------------------------------------------------------------------------- engines

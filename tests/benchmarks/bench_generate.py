@@ -8,7 +8,8 @@ embed_users (the shapes `generate` sees: [proj(U), title, selling points (, quer
 HF runs at each batch size of --hf-batches and is compared at its best one (a batch-1
 baseline would flatter vLLM); vLLM gets every request at once, as the stage does. Both
 decode greedily up to the model's `max_new_tokens`. Reported: output tokens/s and
-requests/s (vLLM with and without its engine start), and the ratio vLLM / best HF.
+requests/s (vLLM with and without its engine start), the ratio vLLM / best HF, and the
+training throughput recorded in the model's `creator.json` (target tokens/s).
 
 Machine and results are printed as Markdown and saved to var/bench/generate.json.
 """
@@ -131,6 +132,11 @@ def main() -> None:
     print(f"\nvLLM / best HF (batch {best['batch']}): {result['vllm_over_best_hf']}× "
           f"({result['vllm_with_start_over_best_hf']}× counting vLLM's {start:.0f} s start); "
           f"same title as HF: {same:.0%}")
+    meta = json.loads((Path(artifact) / "creator.json").read_text())
+    if meta.get("generation_tokens_per_s"):
+        print(f"fine-tuning this model ({meta.get('trainable_layers')} trainable layers, "
+              f"{meta.get('examples')} examples, {meta.get('device')}): "
+              f"{meta['generation_tokens_per_s']} target tokens/s, {meta.get('seconds')} s")
 
 
 if __name__ == "__main__":  # vLLM spawns its engine core: the guard is required

@@ -68,6 +68,8 @@ def test_titles_of_source_words_are_allowed_and_may_end(tok, grounding, text):
     "Pentel Gel Pen, the Pentel",  # an article before a word of no kind it could name
     "Pentel Gel Pen, with Black Ink",  # a clause opened by a filler outside a phrase
     "Pentel Gel Pen for the a Black Ink",  # a filler after a filler, outside a phrase
+    "For office workers: Pentel Gel Pen, Free returns, shop now",  # a third phrase
+    "Pentel Gel Pen, A Black Ink",  # an article opening a clause outside a phrase
 ])
 def test_corrupted_invented_and_looping_words_are_refused(tok, grounding, text):
     assert walk(tok, grounding, text)[0] is False
