@@ -10,10 +10,12 @@ shard is one mapped Airflow task (run in its own process, so the vLLM engine and
 children exit with it). A shard:
 * reuses the output of any request whose `request_id` was generated before (this cycle or an
   earlier one: the id hashes the ad content, cluster, centroid version, strategy, query and
-  Creative LLM version), from the index under `generate.cache_dir`;
+  Creative LLM version), from the index under `generate.cache_dir` (one folder per Creative
+  LLM version and decoder: a decoder fix never reuses titles of the old decoder);
 * skips requests it already wrote (a killed shard resumes at its last complete part);
 * records a request that cannot be generated in `failed` with a reason
-  (`missing_centroid`, `centroid_version_mismatch`, `creator_version_mismatch`, `empty_output`);
+  (`missing_centroid`, `centroid_version_mismatch`, `creator_version_mismatch`, `empty_output`,
+  `over_length`, `dead_end`);
 * samples with a seed per request (hash of `generate.seed` and `request_id`) when
   `temperature` > 0 (vLLM honours it per request; the HF backend seeds per batch).
 `commit` gathers the shards into `{lake}/cycles/{cycle_id}/generate/`:
@@ -27,6 +29,7 @@ and adds the newly generated outputs to the reuse index.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -286,7 +289,7 @@ def _sharded(cfg: Config, cycle_id: str) -> tuple[ShardedStage, dict, dict, Path
               "centroids": clusters["outputs"]["centroids"],
               "clusters_finished": clusters["finished_at"],
               "model_version": artifact_version(artifact, CREATOR), "generate": g,
-              "code": fingerprint_code(Path(__file__), Path(creative_llm.__file__))}
+              "code": decoder_fingerprint()}
     stage = ShardedStage(cfg, cycle_id, STAGE, inputs=inputs,
                          config_hash=cfg.section_hash("generate", "creator"),
                          shards=cfg.generate.shards)
@@ -303,9 +306,27 @@ def _centroids(clusters: dict) -> tuple[dict[int, int], np.ndarray, str]:
         t.column("centroid_version")[0].as_py() if len(t) else "")
 
 
-def _past_outputs(cache_dir: Path, model_version: str, request_ids: list[str]) -> dict:
-    """Earlier outputs of these request ids from the reuse index."""
-    folder = cache_dir / model_version
+def decoder_fingerprint() -> str:
+    """The code that turns a request into a title: this stage, the Creative LLM and its
+    grounded decoder. A change re-runs the stage and starts a new reuse index."""
+    models = Path(creative_llm.__file__).parent
+    return fingerprint_code(Path(__file__), models / "creative_llm.py",
+                            models / "grounded_decoding.py", models / "grounded_vllm.py")
+
+
+def _reuse_folder(cfg: Config, model_version: str) -> Path:
+    """The reuse index of one Creative LLM version decoded by one decoder and generation
+    config: titles of an older decoder are never reused by a newer one."""
+    g = cfg.generate
+    decoding = json.dumps({"backend": g.backend, "temperature": g.temperature, "top_p": g.top_p,
+                           "min_new_tokens": g.min_new_tokens, "seed": g.seed,
+                           "dtype": g.vllm.dtype}, sort_keys=True)
+    key = hashlib.sha256(f"{decoder_fingerprint()}|{decoding}".encode())
+    return cfg.generate.cache_dir / f"{model_version}-{key.hexdigest()[:12]}"
+
+
+def _past_outputs(folder: Path, request_ids: list[str]) -> dict:
+    """Earlier outputs of these request ids from the reuse index in `folder`."""
     parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
     if not parts or not request_ids:
         return {}
@@ -405,7 +426,7 @@ def _generate_shard(cfg: Config, cycle_id: str, shard: int, match: dict, cluster
                               "repeated_segments_dropped": 0}
     failed_reasons: Counter[str] = Counter()
     centroids = _Centroids(clusters)
-    past = (_past_outputs(cfg.generate.cache_dir, version, [r["request_id"] for r in todo])
+    past = (_past_outputs(_reuse_folder(cfg, version), [r["request_id"] for r in todo])
             if reuse else {})
     prompter = None  # the tokenizer side of the model, loaded on first use
     part = len(list(shard_dir.glob("part-*.parquet")))
@@ -568,7 +589,7 @@ def _index_new_outputs(cfg: Config, cycle_id: str, version: str, generations: Pa
     new = ds.dataset(generations, schema=GENERATION_SCHEMA, format="parquet").to_table(
         filter=pc.field("generated_cycle_id") == cycle_id,
         columns=["request_id", "title", "output_tokens", "generated_cycle_id"])
-    folder = cfg.generate.cache_dir / version
+    folder = _reuse_folder(cfg, version)
     if len(new):
         _write_part(folder, f"part-{cycle_id}.parquet", new.cast(CACHE_SCHEMA).to_pylist(),
                     CACHE_SCHEMA)

@@ -80,7 +80,10 @@ UPLOAD_THREADS = 8
 # Badcase Killer's rules: what the killer let through must still not be published.
 _FUNCTION = "for|and|with|of|the|a|an|to|in|on|by|or|from|at|your"
 REPEATED_WORD = r"(?i)\b([a-z]\w*|\w{2,})\s+\1\b"  # "a a", "PLA PLA+" (not "1 1/2")
-REPEATED_BIGRAM = r"(?i)\b(\w+\W+\w+)\b[^,:;|]*\b\1\b"  # a loop inside a clause
+# a loop inside a clause (up to `,` `:` `;` `|` or ` - `): two whitespace-separated words
+# (not separators) twice ("11\" x 11\" x", "USB-C Hub USB-C Hub"; not "5.5 x 5.5")
+REPEATED_BIGRAM = (r"(?i)(?:^|\s)(\w\S*\s+\w\S*)(?=\s|$)(?:(?!\s[-–—|]\s)[^,:;|])*?\s\1"
+                   r"(?=[\s,:;.!?]|$)")
 # ends on a separator or a function word; "in" after a number is the unit ("1/2 in")
 CUT_OFF = (rf"(?i)(?:[,:;]|(?:^|\s)(?:{_FUNCTION.replace('|in|', '|')}|[&|/+–—-])"
            r"[.!?\"')]*|(?:^|(?<![\d\"'])\s)in[.!?\"')]*)\s*$")

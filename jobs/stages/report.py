@@ -418,7 +418,9 @@ def run(cfg: Config, cycle_id: str, force: bool = False) -> dict[str, Any]:
     if ms["extract_features"] is None:
         raise UserError(f"cycle {cycle_id} has no committed stage to report on")
     inputs = {s: m["finished_at"] if m else None for s, m in ms.items()}
-    inputs["code"] = fingerprint_code(Path(__file__))
+    here = Path(__file__).parent  # the report, its instruments and the gate it reports
+    inputs["code"] = fingerprint_code(Path(__file__), here / "personalization.py",
+                                      here / "publish_library.py")
 
     def build(out: Path) -> StageOutput:
         data = collect(cfg, cycle_id)
