@@ -505,6 +505,12 @@ def _generate(cfg: Config, cycle_id: str, pending: list[dict], prompter, centroi
             continue
         title, dropped = drop_repeated_segments(title)
         counts["repeated_segments_dropped"] += dropped
+        if len(title) > cfg.library.max_title_chars:  # over the library's budget: never cut
+            fails.append({"request_id": r["request_id"], "ad_id": r["ad_id"],
+                          "reason": OVER_LENGTH,
+                          "detail": f"{len(title)} chars > library.max_title_chars "
+                                    f"{cfg.library.max_title_chars}: {title[:120]!r}"})
+            continue
         if not title:
             fails.append({"request_id": r["request_id"], "ad_id": r["ad_id"],
                           "reason": "empty_output",
