@@ -127,6 +127,7 @@ def end_status(finished: bool, grounding, tokens: list[int]) -> str:
         return DEAD_END
     return ENDED
 
+
 class HFEngine:
     """transformers `generate` over batches of left-padded prompt embeddings."""
 
@@ -143,7 +144,7 @@ class HFEngine:
 
     def generate(self, users: np.ndarray, prompts: list[list[int]], seeds: list[int],
                  progress: bool = False, sources: list[list[str]] | None = None
-                 ) -> list[tuple[str, int, bool]]:
+                 ) -> list[tuple[str, int, str]]:
         """(title, output tokens, `end_status`) per request; `sources` are the texts each
         title is grounded in (its title, selling points, query)."""
         import torch
@@ -207,7 +208,7 @@ class VLLMEngine:
 
     def generate(self, users: np.ndarray, prompts: list[list[int]], seeds: list[int],
                  progress: bool = False, sources: list[list[str]] | None = None
-                 ) -> list[tuple[str, int, bool]]:
+                 ) -> list[tuple[str, int, str]]:
         import torch
         from vllm import SamplingParams
 
