@@ -76,7 +76,7 @@ def _number_chunks(texts: list[str]):
     for text in texts:
         raw = (text or "").split()
         for i, chunk in enumerate(raw):
-            w = chunk.lstrip(_STRIP_LEAD).rstrip(_STRIP_TRAIL).lower()
+            w = _bare(chunk)
             if any(c.isdigit() for c in w):
                 yield raw, i, w
 

@@ -46,11 +46,11 @@ from jobs.stages.generate import (
     DEAD_END,
     ENDED,
     OVER_LENGTH,
-    drop_repeated_segments,
+    finish_title,
     make_engine,
     request_seed,
 )
-from jobs.stages.personalization import InterestSpace, cross_cluster_fidelity, distinct_titles
+from jobs.stages.personalization import CycleClicks, cross_cluster_fidelity, distinct_titles
 from jobs.training import train_creator
 from jobs.training.teachers import (
     ChatClient,
@@ -93,11 +93,10 @@ def _distinct_by_ad(rows: list[tuple[str, str]]) -> dict[str, Any]:
     return out
 
 
-def _as_stage(output: tuple[str, int, str]) -> str:
-    """A title as the generate stage keeps it: repeated segments dropped, and one that did
-    not end (over the token budget, or at a dead end of the decoder) dropped ("")."""
-    title, _, status = output
-    return drop_repeated_segments(title)[0] if status == ENDED else ""
+def _as_stage(output: tuple[str, int, str], max_chars: int) -> str:
+    """A title as the generate stage keeps it (`finish_title`): "" when it is dropped."""
+    title, n_tokens, status = output
+    return finish_title(title, n_tokens, status, 0, max_chars)[0] or ""
 
 
 def _paired_first(rows: list[dict], n: int) -> list[dict]:
@@ -116,18 +115,10 @@ def _fidelity(cfg: Config, cycle_id: str, rows: list[dict], titles: list[str],
     """Fidelity of the generated titles beside the controls and the teacher, per user pair
     and per cluster pair; distinct titles across the grid's clusters."""
     fe = read_manifest(stage_dir(cfg.lake, cycle_id, "extract_features"))
-    items = pq.read_table(fe["outputs"]["items"]["path"],
-                          columns=["item_hash", "item_text"]).to_pydict()
-    texts = dict(zip(items["item_hash"], items["item_text"], strict=True))
-    seq = pq.read_table(fe["outputs"]["user_sequences"]["path"],
-                        columns=["user_id", "item_hashes"]).to_pydict()
-    space = InterestSpace(texts.values())
-    wanted = {r["user_id"] for r in rows}
-    by_user = space.interests(((u, h) for u, hs in zip(seq["user_id"], seq["item_hashes"],
-                                                       strict=True) if u in wanted for h in hs),
-                              texts)
-    by_cluster = space.interests(((cluster_of[u], h) for u, hs in zip(
-        seq["user_id"], seq["item_hashes"], strict=True) if u in cluster_of for h in hs), texts)
+    clicks = CycleClicks(fe["outputs"]["items"]["path"], fe["outputs"]["user_sequences"]["path"])
+    space = clicks.space
+    by_user = clicks.interests({r["user_id"]: r["user_id"] for r in rows})
+    by_cluster = clicks.interests(cluster_of)
 
     def per_user(ts: list[str]) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = defaultdict(dict)
@@ -137,9 +128,10 @@ def _fidelity(cfg: Config, cycle_id: str, rows: list[dict], titles: list[str],
         return out
 
     def per_cluster(outs: list) -> dict[str, dict[int, str]]:
+        max_chars = cfg.library.max_title_chars
         out: dict[str, dict[int, str]] = defaultdict(dict)
         for (a, c), o in zip(grid, outs, strict=True):
-            if (t := _as_stage(o)):
+            if (t := _as_stage(o, max_chars)):
                 out[a["ad_id"]][c] = t
         return out
 
@@ -172,6 +164,7 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str |
                          e.max_examples)
     if not rows:
         raise UserError(f"cycle {cycle_id}'s dataset has no held-out example to evaluate on")
+    max_chars = cfg.library.max_title_chars
     engine = make_engine(cfg, Path(artifact), backend)
     try:
         model = engine.model
@@ -181,12 +174,12 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str |
         seeds = [request_seed(cfg.generate.seed, f"{r['user_id']}:{r['ad_id']}") for r in rows]
         sources = [(r["original_title"], r["selling_points"], r["query"]) for r in rows]
         outputs = engine.generate(users, prompts, seeds, progress=progress, sources=sources)
-        titles = [_as_stage(o) for o in outputs]  # what the stage would keep ("" = dropped)
+        titles = [_as_stage(o, max_chars) for o in outputs]  # as the stage keeps them ("": dropped)
         # control: the same requests with another held-out user's U. If personalization
         # came from the ad text alone, this would score as well as the real users.
         perm = np.random.default_rng(0).permutation(len(rows))
-        shuffled = [_as_stage(o) for o in engine.generate(users[perm], prompts, seeds,
-                                                          sources=sources)]
+        shuffled = [_as_stage(o, max_chars) for o in engine.generate(
+            users[perm], prompts, seeds, sources=sources)]
 
         # distinct-n: cluster centres of the cycle's users x a sample of ads
         from sklearn.cluster import KMeans
@@ -243,7 +236,8 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str |
                                                 for t, r in zip(titles, rows, strict=True)])), 4),
         "mean_output_tokens": round(float(np.mean([n for _, n, _ in outputs])), 2),
         "distinct_across_clusters": {"clusters": k, **_distinct_by_ad(
-            [(a["ad_id"], _as_stage(o)) for (a, _), o in zip(grid, d_out, strict=True)
+            [(a["ad_id"], _as_stage(o, max_chars)) for (a, _), o in zip(grid, d_out,
+                                                                         strict=True)
              if o[2] == ENDED])},
         "fidelity": _fidelity(cfg, cycle_id, rows, titles, shuffled, grid, d_out, d_shuf,
                               dict(zip(user_ids, km.labels_.tolist(), strict=True))),

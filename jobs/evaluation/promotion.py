@@ -55,7 +55,7 @@ def promote_creator(cfg: Config, candidate: Path, cycle_id: str,
                 "grounding_pass_rate": m["grounding_pass_rate"]}
 
     def better(new: dict, old: dict) -> bool:
-        return (new.get("fidelity", 0.5) >= old.get("fidelity", 0.5)
+        return (new["fidelity"] >= old["fidelity"]
                 and new["advantage"] >= old["advantage"] and new["grounding_pass_rate"]
                 >= old["grounding_pass_rate"] - grounding_tolerance)
 

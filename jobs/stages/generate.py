@@ -128,6 +128,24 @@ def end_status(finished: bool, grounding, tokens: list[int]) -> str:
     return ENDED
 
 
+def finish_title(title: str, n_tokens: int, status: str, budget: int, max_chars: int
+                 ) -> tuple[str | None, tuple[str, str] | None, int]:
+    """A decoded title as the stage keeps it: (the title, or None when it is dropped; the
+    drop's (reason, detail); repeated segments dropped from it). Dropped, never cut: one
+    that did not end (`end_status`), one over the library's `max_chars`, an empty one."""
+    if status != ENDED:  # a cut title ends mid-phrase
+        detail = (f"no end within {budget} tokens" if status == OVER_LENGTH
+                  else "no grounded way on; it would end cut off")
+        return None, (status, f"{detail}: {title[:120]!r}"), 0
+    title, segments = drop_repeated_segments(title)
+    if len(title) > max_chars:
+        return None, (OVER_LENGTH, f"{len(title)} chars > library.max_title_chars "
+                                   f"{max_chars}: {title[:120]!r}"), segments
+    if not title:
+        return None, ("empty_output", f"{n_tokens} tokens decoded to no text"), segments
+    return title, None, segments
+
+
 class HFEngine:
     """transformers `generate` over batches of left-padded prompt embeddings."""
 
@@ -498,26 +516,14 @@ def _generate(cfg: Config, cycle_id: str, pending: list[dict], prompter, centroi
     budget = prompter.config.max_new_tokens
     for r, (title, n_tokens, status) in zip(pending, outputs, strict=True):
         counts["output_tokens"] += n_tokens
-        if status != ENDED:  # dropped, never cut: a cut title ends mid-phrase
-            detail = (f"no end within {budget} tokens" if status == OVER_LENGTH
-                      else "no grounded way on; it would end cut off")
+        kept, drop, segments = finish_title(title, n_tokens, status, budget,
+                                            cfg.library.max_title_chars)
+        counts["repeated_segments_dropped"] += segments
+        if kept is None:
             fails.append({"request_id": r["request_id"], "ad_id": r["ad_id"],
-                          "reason": status, "detail": f"{detail}: {title[:120]!r}"})
+                          "reason": drop[0], "detail": drop[1]})
             continue
-        title, dropped = drop_repeated_segments(title)
-        counts["repeated_segments_dropped"] += dropped
-        if len(title) > cfg.library.max_title_chars:  # over the library's budget: never cut
-            fails.append({"request_id": r["request_id"], "ad_id": r["ad_id"],
-                          "reason": OVER_LENGTH,
-                          "detail": f"{len(title)} chars > library.max_title_chars "
-                                    f"{cfg.library.max_title_chars}: {title[:120]!r}"})
-            continue
-        if not title:
-            fails.append({"request_id": r["request_id"], "ad_id": r["ad_id"],
-                          "reason": "empty_output",
-                          "detail": f"{n_tokens} tokens decoded to no text"})
-            continue
-        gens.append(_generation_row(r, title, n_tokens, version, cycle_id, False))
+        gens.append(_generation_row(r, kept, n_tokens, version, cycle_id, False))
         counts["generated"] += 1
     return gens, fails
 

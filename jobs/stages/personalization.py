@@ -21,9 +21,11 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
@@ -76,6 +78,25 @@ class InterestSpace:
         """The interest vector's top terms, as a one-line summary a person can read."""
         top = np.argsort(-vector)[:k]
         return ", ".join(self.terms[i] for i in top if vector[i] > 0)
+
+
+class CycleClicks:
+    """A cycle's item texts and who clicked what (extract_features' `items` and
+    `user_sequences`), with the interest space fitted on those texts."""
+
+    def __init__(self, items: Path, sequences: Path):
+        t = pq.read_table(items, columns=["item_hash", "item_text"]).to_pydict()
+        self.texts = dict(zip(t["item_hash"], t["item_text"], strict=True))
+        self.space = InterestSpace(self.texts.values())
+        self._seq = pq.read_table(sequences, columns=["user_id", "item_hashes"]).to_pydict()
+
+    def interests(self, group_of: Mapping[str, Any]) -> dict[Any, np.ndarray]:
+        """Interest vectors of the groups of `group_of` (user id -> group: a cluster, or the
+        user itself); users not in it are left out."""
+        return self.space.interests(
+            ((group_of[u], h) for u, hs in zip(self._seq["user_id"], self._seq["item_hashes"],
+                                               strict=True) if u in group_of for h in hs),
+            self.texts)
 
 
 def distinct_titles(titles_by_ad: Mapping[Any, list[str]], min_variants: int = 3

@@ -220,6 +220,11 @@ def _fingerprint(cfg: Config, cycle_id: str, kill: dict) -> dict[str, Any]:
             "code": fingerprint_code(Path(__file__), Path(s3.__file__))}
 
 
+def missing_library_columns(passing: pa.Table) -> list[str]:
+    """Library columns the passing rows lack (`cycle_id` is added on publishing)."""
+    return sorted(set(LIBRARY_SCHEMA.names) - {"cycle_id"} - set(passing.column_names))
+
+
 def library_table(passing: pa.Table, cycle_id: str) -> pa.Table:
     """Passing generation rows -> library variant rows (library columns only), sorted."""
     n = passing.num_rows
@@ -442,9 +447,9 @@ def _publish(cfg: Config, cycle_id: str, kill: dict, store, out: Path,
         passing = pq.read_table(kill["outputs"]["passing"]["path"])
     except (OSError, pa.ArrowInvalid) as exc:
         raise UserError(f"{STAGE}: cannot read kill_badcases' passing rows: {exc}") from None
-    missing = set(LIBRARY_SCHEMA.names) - {"cycle_id"} - set(passing.column_names)
+    missing = missing_library_columns(passing)
     if missing:
-        raise UserError(f"{STAGE}: passing rows of cycle {cycle_id} lack {sorted(missing)}")
+        raise UserError(f"{STAGE}: passing rows of cycle {cycle_id} lack {missing}")
     table = library_table(passing, cycle_id)
     timings["read"] = round(time.time() - t0, 3)
 

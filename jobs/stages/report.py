@@ -29,13 +29,13 @@ from jobs.platform.config import Config
 from jobs.platform.errors import UserError
 from jobs.platform.lake import StageOutput, fingerprint_code, read_manifest, run_stage, stage_dir
 from jobs.stages.personalization import (
-    InterestSpace,
+    CycleClicks,
     cross_cluster_fidelity,
     distinct_titles,
     query_uptake,
     shuffled_interests,
 )
-from jobs.stages.publish_library import LIBRARY_SCHEMA, gate_failures, library_table
+from jobs.stages.publish_library import gate_failures, library_table, missing_library_columns
 
 STAGE = "report"
 STAGES = ["extract_features", "embed_items", "embed_users", "cluster_users", "match_ads",
@@ -119,10 +119,10 @@ def publish_gate(cfg: Config, cycle_id: str, ms: dict[str, dict | None]) -> dict
     if passing is None or ms["match_ads"] is None:
         return None
     table = pq.read_table(passing)
-    missing = set(LIBRARY_SCHEMA.names) - {"cycle_id"} - set(table.column_names)
+    missing = missing_library_columns(table)
     if missing:  # publish_library fails on it too, with this reason
         return {"passes": False, "numbers": None,
-                "failures": [f"passing rows lack {sorted(missing)}"]}
+                "failures": [f"passing rows lack {missing}"]}
     failures, results = gate_failures(cfg, cycle_id, library_table(table, cycle_id))
     return {"passes": not failures, "failures": failures,
             "numbers": results.get("cycle_numbers")}
@@ -136,18 +136,13 @@ def personalization(ms: dict[str, dict | None]) -> dict[str, Any] | None:
     paths = {"passing": _path(ms["kill_badcases"], "passing"),
              "assignments": _path(ms["cluster_users"], "assignments"),
              "sequences": _path(ms["extract_features"], "user_sequences"),
-             "items": _path(ms["extract_features"], "items"),
-             "ads": _path(ms["extract_features"], "active_ads")}
+             "items": _path(ms["extract_features"], "items")}
     if any(p is None for p in paths.values()):
         return None
-    items = pq.read_table(paths["items"], columns=["item_hash", "item_text"]).to_pydict()
-    texts = dict(zip(items["item_hash"], items["item_text"], strict=True))
-    space = InterestSpace(texts.values())
+    clicks = CycleClicks(paths["items"], paths["sequences"])
+    space = clicks.space
     a = pq.read_table(paths["assignments"], columns=["user_id", "cluster_id"]).to_pydict()
-    cluster_of = dict(zip(a["user_id"], a["cluster_id"], strict=True))
-    seq = pq.read_table(paths["sequences"], columns=["user_id", "item_hashes"]).to_pydict()
-    interests = space.interests(((cluster_of[u], h) for u, hs in zip(
-        seq["user_id"], seq["item_hashes"], strict=True) if u in cluster_of for h in hs), texts)
+    interests = clicks.interests(dict(zip(a["user_id"], a["cluster_id"], strict=True)))
     rows = pq.read_table(paths["passing"], columns=[
         "ad_id", "cluster_id", "strategy", "query", "title", "original_title",
         "selling_points"]).to_pylist()
