@@ -363,7 +363,8 @@ def eval_badcase_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Precision and recall of each Badcase Killer rule on the labeled set, as a table."""
+    """The Badcase Killer on a labeled set: precision and recall per rule family, false
+    kills, and every title where label and verdict disagree."""
     from jobs.stages.kill_badcases import evaluate_labeled, format_eval
 
     cfg = load_config(config, set_)

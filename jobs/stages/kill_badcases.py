@@ -38,7 +38,6 @@ from jobs.platform.lake import StageOutput, fingerprint_code, read_manifest, run
 from jobs.stages import badcase_rules
 from jobs.stages.badcase_rules import (
     FAMILY_OF,
-    RULES,
     AdSource,
     BrandLexicon,
     judge_title,
@@ -218,90 +217,19 @@ def _judge_cycle(cfg: Config, cycle_id: str, gen: dict, features: dict, inputs: 
 
 
 def evaluate_labeled(cfg: Config, path: Path) -> dict[str, Any]:
-    """Precision and recall of each rule family on a labeled JSONL set.
+    """The killer measured on a labeled JSONL set (`eval badcase`): per rule family
+    precision, recall and the share killed; false kills (clean titles killed); every
+    disagreement between label and verdict. Rows are judged as this stage judges a cycle
+    (`judge_rows`). Reads the hand-labeled format (label clean/bad + families, see
+    docs/badcase-labeling-guideline.md) and the older planted one (label = family + `also`).
+    See `jobs.stages.badcase_eval`."""
+    from jobs.stages.badcase_eval import evaluate
 
-    A row: title, original_title, selling_points, query, brand, advertiser_id, `label`
-    ("clean" or the family planted: fabrication, numbers, locations, brands, sensitive,
-    format) and `also` (other families that rightly fire too, e.g. a planted city is also
-    an ungrounded word). Recall of F: planted-F rows flagged by F. Precision of F: rows
-    flagged by F whose label or `also` names F. False kills: clean rows with any reason.
-    The brand lexicon is built from the set's own (brand, advertiser_id) pairs.
-    """
-    import json
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"labeled set not found: {path}")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{n}: not JSON ({exc.msg})") from None
-        if row.get("label") not in ("clean", *RULES):
-            raise UserError(f"{path}:{n}: label {row.get('label')!r} is not clean or one of "
-                            f"{list(RULES)}")
-        rows.append(row)
-    lex = load_lexicons(cfg.badcase)
-    brands = BrandLexicon.from_rows([r.get("brand") for r in rows],
-                                    [r.get("advertiser_id") for r in rows])
-    per_family = {f: {"planted": 0, "caught": 0, "flagged": 0, "flagged_right": 0}
-                  for f in RULES}
-    clean = {"rows": 0, "killed": 0, "by_reason": Counter()}
-    misses: list[dict] = []
-
-    for r in rows:
-        src = AdSource(r["original_title"], r.get("selling_points") or [], r.get("query"),
-                       r.get("brand"))
-        codes = {c for c, _ in judge_title(r["title"], src, lex, brands, r.get("advertiser_id"))}
-        fams = {FAMILY_OF[c] for c in codes}
-        label, also = r["label"], set(r.get("also") or [])
-        for f in fams:
-            per_family[f]["flagged"] += 1
-            per_family[f]["flagged_right"] += int(f == label or f in also)
-            if f != label and f not in also:
-                misses.append({"kind": "false_flag", "family": f, "title": r["title"],
-                               "reasons": sorted(codes)})
-        if label == "clean":
-            clean["rows"] += 1
-            clean["killed"] += int(bool(codes))
-            clean["by_reason"].update(codes)
-        else:
-            per_family[label]["planted"] += 1
-            per_family[label]["caught"] += int(label in fams)
-            if label not in fams:
-                misses.append({"kind": "missed", "family": label, "title": r["title"],
-                               "reasons": sorted(codes)})
-    out = {"rows": len(rows), "families": {}, "clean": {
-        "rows": clean["rows"], "killed": clean["killed"],
-        "false_kill_rate": round(clean["killed"] / clean["rows"], 4) if clean["rows"] else None,
-        "by_reason": dict(clean["by_reason"])}, "errors": misses}
-    for f, c in per_family.items():
-        out["families"][f] = {
-            **c,
-            "recall": round(c["caught"] / c["planted"], 4) if c["planted"] else None,
-            "precision": round(c["flagged_right"] / c["flagged"], 4) if c["flagged"] else None}
-    return out
+    return evaluate(cfg, Path(path), judge_rows)
 
 
 def format_eval(result: dict[str, Any]) -> str:
-    """The `eval badcase` table."""
-    def pct(x):
-        return "   n/a" if x is None else f"{100 * x:5.1f}%"
+    """The `eval badcase` report: summary, per-family table, every disagreement."""
+    from jobs.stages.badcase_eval import format_report
 
-    lines = [f"{'rule':<12} {'planted':>8} {'caught':>7} {'recall':>7} {'flagged':>8} "
-             f"{'precision':>9}"]
-    for f, c in result["families"].items():
-        lines.append(f"{f:<12} {c['planted']:>8} {c['caught']:>7} {pct(c['recall']):>7} "
-                     f"{c['flagged']:>8} {pct(c['precision']):>9}")
-    cl = result["clean"]
-    lines.append(f"clean titles: {cl['rows']}, killed {cl['killed']} "
-                 f"(false kills {pct(cl['false_kill_rate']).strip()})"
-                 + (f"; reasons {cl['by_reason']}" if cl["by_reason"] else ""))
-    for e in result["errors"][:20]:
-        lines.append(f"  {e['kind']:<10} {e['family']:<12} {e['title']!r} {e['reasons']}")
-    if len(result["errors"]) > 20:
-        lines.append(f"  ... {len(result['errors']) - 20} more")
-    return "\n".join(lines)
+    return format_report(result)
