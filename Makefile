@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_features.py
 	$(BIN)/python tests/benchmarks/bench_hllm.py
 	$(BIN)/python tests/benchmarks/bench_publish.py
+	$(BIN)/python tests/benchmarks/bench_killer.py
 	$(BIN)/python tests/benchmarks/bench_generate.py
 
 lint: $(STAMP)

@@ -279,9 +279,15 @@ class Badcase(_Section):
     profanity: Path = Path("config/badcase/profanity.txt")
     location_ignore: Path = Path("config/badcase/location_ignore.txt")
     thresholds: Path = Path("config/badcase/thresholds.yaml")
+    # The audience slot: interests, activities and values a framing ("For hikers: ...")
+    # may name, and the framing forms themselves.
+    interest_words: Path = Path("config/lexicons/interest_words.yaml")
     # A title that contains a user id is rejected (the sample's ids are u + 8 digits).
     user_id_pattern: str = r"(?i)\bu\d{8}\b"
     labeled_set: Path = Path("tests/data/badcase_labeled.jsonl")  # `eval badcase`
+    # Processes that judge the titles (null: one per CPU core). Verdicts are the same for
+    # any number; it is not part of the stage's config hash.
+    workers: int | None = Field(None, ge=1)
 
 
 class Library(_Section):
@@ -393,7 +399,7 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     cfg.creator.teacher.cache_dir = res(cfg.creator.teacher.cache_dir)
     cfg.generate.cache_dir = res(cfg.generate.cache_dir)
     for name in ("marketing_phrases", "audience_phrases", "stopwords", "sensitive_terms",
-                 "profanity", "location_ignore", "thresholds", "labeled_set"):
+                 "profanity", "location_ignore", "thresholds", "interest_words", "labeled_set"):
         setattr(cfg.badcase, name, res(getattr(cfg.badcase, name)))
     cfg.library.embedded_dir = res(cfg.library.embedded_dir)
     return cfg

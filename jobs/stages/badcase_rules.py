@@ -12,6 +12,18 @@ Grounding: a content word of a title is grounded when its stem appears in the or
 title, a selling point or the query (or is the concatenation of two adjacent source words,
 "ear buds" / "earbuds"), or when it is covered by a configured marketing or audience phrase.
 Stopwords are ignored. A number is grounded when the same value appears in the source.
+
+The audience slot: a framing about who the product is for, recognized by its form ("For
+X:", "X's pick", "X lovers", "... for X", "Campers: ..."), may name interests the ad does
+not: its words are grounded when they are interest words (config/lexicons/
+interest_words.yaml, the audience phrases, the cycle's catalog: `catalog_words`). Every
+other word and number stays judged as above, a protected group (sensitive_terms.yaml
+`protected_audiences`) named anywhere kills the title, and a title that is only a framing
+is killed (`framing_only`).
+
+Speed: tokens and stems of source texts and words are cached, and everything a rule reads
+from an ad's texts is computed once per ad (`SourceFacts`); the stage judges the rows of
+one ad together, in worker processes (see kill_badcases).
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.platform.config import Badcase, load_config
@@ -50,15 +62,26 @@ def number_value(raw: str) -> str:
     return raw.lstrip("0") or "0"
 
 
+@functools.lru_cache(maxsize=1 << 18)
+def _token(s: str) -> tuple[str, str]:
+    return ("n", number_value(s)) if s[0].isdigit() else ("w", s)
+
+
+def _tokenize(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple(map(_token, _TOKEN.findall(normalize(text))))
+
+
+# Source texts (selling points, titles, brands) repeat across rows: their tokens are cached.
+# A generated title is tokenized once per judgment, without the cache (`_tokenize`).
+_cached_tokens = functools.lru_cache(maxsize=1 << 16)(_tokenize)
+
+
 def tokens(text: str) -> list[tuple[str, str]]:
     """Words and numbers of a text, in order."""
-    out = []
-    for m in _TOKEN.finditer(normalize(text)):
-        s = m.group(0)
-        out.append(("n", number_value(s)) if s[0].isdigit() else ("w", s))
-    return out
+    return list(_cached_tokens(text or ""))
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def stem(word: str) -> str:
     """Light English suffix stripping, applied to both sides of every comparison.
 
@@ -88,8 +111,23 @@ def stem(word: str) -> str:
     return w
 
 
+@functools.lru_cache(maxsize=1 << 18)
+def _stemmed_token(t: tuple[str, str]) -> tuple[str, str]:
+    return ("w", stem(t[1])) if t[0] == "w" else t
+
+
+def stemmed(toks: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Tokens with every word replaced by its stem (numbers unchanged)."""
+    return tuple(map(_stemmed_token, toks))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _cached_stems(text: str) -> tuple[tuple[str, str], ...]:
+    return stemmed(_cached_tokens(text))
+
+
 def stems(text: str) -> list[tuple[str, str]]:
-    return [(k, stem(v) if k == "w" else v) for k, v in tokens(text)]
+    return list(_cached_stems(text or ""))
 
 
 def read_lines(path: Path) -> list[str]:
@@ -115,14 +153,22 @@ class PhraseIndex:
                 self.by_first.setdefault(key[0], []).append(key)
         for lst in self.by_first.values():
             lst.sort(key=len, reverse=True)
+        self.firsts = frozenset(self.by_first)
 
     def matches(self, toks: Sequence[tuple[str, str]]) -> list[tuple[int, int, str]]:
         """(start, end, phrase) for every occurrence, overlaps allowed."""
         out = []
+        if self.firsts.isdisjoint(toks):
+            return out
+        by_first = self.by_first
+        if not isinstance(toks, tuple):
+            toks = tuple(toks)
         for i, t in enumerate(toks):
-            for key in self.by_first.get(t, ()):
-                if tuple(toks[i : i + len(key)]) == key:
-                    out.append((i, i + len(key), self.phrases[key]))
+            keys = by_first.get(t)
+            if keys:
+                for key in keys:
+                    if len(key) == 1 or toks[i : i + len(key)] == key:
+                        out.append((i, i + len(key), self.phrases[key]))
         return out
 
     def covered(self, toks: Sequence[tuple[str, str]]) -> list[bool]:
@@ -133,26 +179,176 @@ class PhraseIndex:
         return cov
 
 
+def read_yaml(path: Path) -> dict:
+    """A lexicon file holding a YAML mapping."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"badcase lexicon {path} cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"badcase lexicon {path} must hold a mapping")
+    return data
+
+
+def _word_stems(entries: Iterable[str], stop: Iterable[str] = ()) -> set[str]:
+    stop = set(stop)
+    return {v for e in entries for k, v in _cached_stems(str(e)) if k == "w" and v not in stop}
+
+
+def _last_stems(entries: Iterable[str]) -> set[str]:
+    return {key[-1][1] for e in entries for key in [_cached_stems(str(e))]
+            if key and key[-1][0] == "w"}
+
+
+@dataclass(frozen=True)
+class AudienceSlot:
+    """The open audience slot of a title (config/lexicons/interest_words.yaml): the forms
+    of a framing ("For X", "X's pick", "X lovers", "... for X") and the interest words its
+    audience X may use without the ad saying them."""
+
+    interests: frozenset[str]  # stems X may use: interests, audiences, fans, audience phrases
+    heads: frozenset[str]  # stems that may end X: audiences, occasions and fans
+    prepositions: frozenset[str]  # normalized words that open "for X"
+    picks: PhraseIndex  # "pick", "go-to", ... after X
+    fans: frozenset[str]  # "lovers", "fans", ... after X (part of the audience)
+    max_words: int  # content words of X at most
+    triggers: frozenset[tuple[str, str]]  # stemmed tokens without which there is no framing
+
+    @classmethod
+    def load(cls, path: Path, audience_phrases: Iterable[str],
+             stop: frozenset[str]) -> AudienceSlot:
+        data = read_yaml(path)
+        framing = data.get("framing") or {}
+        if not isinstance(framing, dict):
+            raise UserError(f"{path}: `framing` must be a mapping")
+        audiences = [str(a) for a in data.get("audiences") or []]
+        occasions = [str(a) for a in data.get("occasions") or []]
+        fans = _word_stems(framing.get("fans") or [])
+        picks = [str(p) for p in framing.get("picks") or []]
+        preps = frozenset(normalize(str(p)) for p in framing.get("prepositions") or ["for"])
+        heads = frozenset(_last_stems(audiences) | _last_stems(occasions) | fans)
+        interests = frozenset(_word_stems([*audiences, *occasions,
+                                           *(data.get("interests") or []),
+                                           *audience_phrases, *picks], stop) | fans)
+        triggers = frozenset({("w", stem(p)) for p in preps} | {("w", h) for h in heads}
+                             | {("w", w) for w in _last_stems(picks)})
+        return cls(interests, heads, preps, PhraseIndex(picks), frozenset(fans),
+                   int(framing.get("max_words", 4)), triggers)
+
+
 @dataclass(frozen=True)
 class GroundingLexicons:
     """What a title may add to its ad without it counting as fabricated."""
 
     allowed: PhraseIndex  # marketing + audience phrases
     stopwords: frozenset[str]  # stemmed
+    audience: AudienceSlot | None = None  # interest words of an audience framing
 
     @classmethod
-    def load(cls, marketing: Path, audience: Path, stopwords: Path) -> GroundingLexicons:
-        phrases = read_lines(marketing) + read_lines(audience)
+    def load(cls, marketing: Path, audience: Path, stopwords: Path,
+             interest_words: Path | None = None) -> GroundingLexicons:
+        audience_phrases = read_lines(audience)
+        phrases = read_lines(marketing) + audience_phrases
         stop = frozenset(stem(normalize(w)) for w in read_lines(stopwords)) | frozenset(
             normalize(w) for w in read_lines(stopwords))
-        return cls(PhraseIndex(phrases), stop)
+        slot = (AudienceSlot.load(interest_words, audience_phrases, stop)
+                if interest_words is not None else None)
+        return cls(PhraseIndex(phrases), stop, slot)
 
 
 @functools.lru_cache(maxsize=1)
 def default_grounding() -> GroundingLexicons:
     """The lexicons named by the `badcase` section of the resolved config."""
     bc = load_config().badcase
-    return GroundingLexicons.load(bc.marketing_phrases, bc.audience_phrases, bc.stopwords)
+    return GroundingLexicons.load(bc.marketing_phrases, bc.audience_phrases, bc.stopwords,
+                                  bc.interest_words)
+
+
+def _clause_bounds(title: str, n: int) -> list[tuple[int, int]]:
+    """Token ranges of the title's clauses (split like `_CLAUSE`); one range when the
+    clauses' tokens do not add up to the title's."""
+    pieces = _CLAUSE.split(title)
+    if len(pieces) == 1:
+        return [(0, n)]
+    out, i = [], 0
+    for piece in pieces:
+        k = len(_tokenize(piece))
+        out.append((i, i + k))
+        i += k
+    return out if i == n else [(0, n)]
+
+
+def audience_framings(title: str, raw: Sequence[tuple[str, str]],
+                      toks: Sequence[tuple[str, str]], slot: AudienceSlot,
+                      stop: frozenset[str], identity: set[str] | None = None,
+                      brand: set[str] | frozenset[str] = frozenset(),
+                      ) -> list[tuple[int, int, int, int]]:
+    """Audience framings of a title by their form, as (start, end, a, b): the framing's
+    tokens [start, end) and its audience X [a, b). Forms: a clause "For X" or "... for X"
+    (X to the clause's end), "X's pick" / "X pick" (a `picks` phrase ends the clause), "X
+    lovers" (a `fans` word ends it), or X alone as the title's leading clause ("Campers: the
+    ...", "Gamers, meet the ...") when its head is not the product's noun (`identity`:
+    "Table Runners, Linen" is a product) and it holds no word of the `brand`. X has at
+    most `max_words` content words and ends with an audience or occasion head."""
+    if slot.triggers.isdisjoint(toks):
+        return []
+    heads = slot.heads
+
+    def audience(a: int, b: int, head_needed: bool = True) -> bool:
+        if b <= a or sum(1 for _, v in toks[a:b] if v not in stop) > slot.max_words:
+            return False
+        return not head_needed or (toks[b - 1][0] == "w" and toks[b - 1][1] in heads)
+
+    out = []
+    clauses = _clause_bounds(title, len(toks))
+    for c, (cs, ce) in enumerate(clauses):
+        found = None
+        for f in range(cs, ce - 1):  # "for X" up to the clause's end
+            if raw[f][0] == "w" and raw[f][1] in slot.prepositions and audience(f + 1, ce):
+                found = (f, ce, f + 1, ce)
+                break
+        if found is None and ce - cs >= 2:
+            picks = [i for i, j, _ in slot.picks.matches(toks[cs:ce]) if cs + j == ce and i]
+            if picks and audience(cs, cs + min(picks)):  # "hikers' pick"
+                found = (cs, ce, cs, cs + min(picks))
+            elif toks[ce - 1][1] in slot.fans and audience(cs, ce - 1, head_needed=False):
+                found = (cs, ce, cs, ce)  # "skincare lovers"
+        if (found is None and c == 0 and len(clauses) > 1 and identity is not None
+                and audience(cs, ce) and toks[ce - 1][1] not in identity
+                and not any(v in brand for _, v in toks[cs:ce])):
+            found = (cs, ce, cs, ce)  # "Home baristas: ...", "Gamers, meet the ..."
+        if found:
+            out.append(found)
+    return out
+
+
+def audience_exempt(framings: list[tuple[int, int, int, int]],
+                    toks: Sequence[tuple[str, str]], slot: AudienceSlot,
+                    catalog: frozenset[str] | None) -> set[int]:
+    """Positions of framing words that are interests (the slot's or the catalog's): they
+    need no grounding in the ad."""
+    out = set()
+    for start, end, _a, _b in framings:
+        for i in range(start, end):
+            k, v = toks[i]
+            if k == "w" and (v in slot.interests or (catalog is not None and v in catalog)):
+                out.add(i)
+    return out
+
+
+def catalog_words(titles: Iterable[str | None], categories: Iterable[str | None],
+                  brands: Iterable[str | None], lex: Lexicons) -> frozenset[str]:
+    """Interest words of a cycle's catalog: stems of its categories and of its ads' product
+    names (the title's head, before its first clause break), without brand words,
+    stopwords, protected audiences or words of under three letters."""
+    skip = set(lex.grounding.stopwords) | lex.protected_words
+    skip |= {v for b in brands if b for k, v in _cached_stems(b) if k == "w"}
+    out: set[str] = set()
+    for text in [*(_CLAUSE.split(t)[0] for t in titles if t), *(c for c in categories if c)]:
+        out.update(v for k, v in _cached_stems(text) if k == "w" and len(v) >= 3)
+    return frozenset(out - skip)
 
 
 NUMBER_WINDOW = 3  # content words either side of a number that give it its meaning
@@ -165,8 +361,8 @@ def source_keys(original_title: str, selling_points: Iterable[str] | None,
     words: set[str] = set()
     numbers: dict[str, list[set[str]]] = {}
     for text in [original_title or "", *(selling_points or []), query or ""]:
-        toks = tokens(text)
-        text_words = {stem(v) for k, v in toks if k == "w"}
+        toks = _cached_tokens(text)
+        text_words = {w for k, w in _cached_stems(text) if k == "w"}
         words |= text_words
         for k, v in toks:
             if k == "n":
@@ -183,9 +379,26 @@ def fabrication_findings(title: str, original_title: str, selling_points: Iterab
     """Ungrounded content words and numbers of `title`, as (reason, detail) findings."""
     lex = lexicons or default_grounding()
     words, numbers = source_keys(original_title, selling_points, query)
-    raw = tokens(title)
-    toks = [(k, stem(v) if k == "w" else v) for k, v in raw]
+    raw = _tokenize(title)
+    toks = stemmed(raw)
+    exempt: set[int] = set()
+    if lex.audience is not None:  # interest words of an audience framing ("For hikers: ")
+        identity = product_identity(AdSource(original_title, [], None), lex.stopwords)
+        framings = audience_framings(title, raw, toks, lex.audience, lex.stopwords, identity)
+        exempt = audience_exempt(framings, toks, lex.audience, None)
+    return _fabrication(raw, toks, words, numbers, lex, exempt)
+
+
+def _fabrication(raw: Sequence[tuple[str, str]], toks: Sequence[tuple[str, str]],
+                 words: set[str], numbers: dict[str, list[set[str]]],
+                 lex: GroundingLexicons, exempt: set[int] = frozenset(),
+                 ) -> list[tuple[str, str]]:
+    """`fabrication_findings` on a title already tokenized (`raw`) and stemmed (`toks`);
+    positions in `exempt` need no grounding."""
     covered = lex.allowed.covered(toks)
+    for i in exempt:
+        covered[i] = True
+    stop = lex.stopwords
     findings: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
     for i, ((kind, key), (_, word)) in enumerate(zip(toks, raw, strict=True)):
@@ -196,7 +409,7 @@ def fabrication_findings(title: str, original_title: str, selling_points: Iterab
             # with the number's neighbours ("Buy 2, get 5 free" is not grounded by "Rated 4.7
             # out of 5"); a bare number only needs the value
             near = {v for k, v in toks[max(0, i - NUMBER_WINDOW) : i + NUMBER_WINDOW + 1]
-                    if k == "w" and v not in lex.stopwords}
+                    if k == "w" and v not in stop}
             texts = numbers.get(key)
             if not texts or (near and not any(near & t for t in texts)):
                 f = ("fabricated_number", key)
@@ -204,7 +417,7 @@ def fabrication_findings(title: str, original_title: str, selling_points: Iterab
                     seen.add(f)
                     findings.append(f)
             continue
-        if key in lex.stopwords or word in lex.stopwords or key in words:
+        if key in stop or word in stop or key in words:
             continue
         # "earbuds" in the source grounds "ear buds" in the title, either neighbour
         nxt = raw[i + 1] if i + 1 < len(raw) else None
@@ -245,7 +458,7 @@ RULES: dict[str, tuple[str, ...]] = {
                   "protected_attribute"),
     "format": ("empty_title", "title_too_short", "title_too_long", "repeated_words",
                "same_as_original", "duplicate_variant"),
-    "degenerate": ("repeated_ngram", "cut_off_ending", "fragment"),
+    "degenerate": ("repeated_ngram", "cut_off_ending", "fragment", "framing_only"),
     "safety": ("unsafe_id", "user_id_in_title", "user_id_in_query", "inactive_ad"),
 }
 FAMILY_OF = {code: family for family, codes in RULES.items() for code in codes}
@@ -298,22 +511,16 @@ class Lexicons:
     currency_words: PhraseIndex
     currency_symbols: str
     user_id: re.Pattern
+    protected_audiences: PhraseIndex = PhraseIndex(())  # groups a title must never name
+    protected_words: frozenset[str] = frozenset()  # their word stems
+    protected_query_licenses: bool = True  # the query may name them too (a search echoed)
+    # SourceFacts of recently judged ads (see `source_facts`), not part of the config
+    facts_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, bc) -> Lexicons:
-        import yaml
-
-        def read_yaml(path: Path) -> dict:
-            try:
-                data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise UserError(f"badcase lexicon {path} cannot be read: {exc}") from None
-            if not isinstance(data, dict):
-                raise UserError(f"badcase lexicon {path} must hold a mapping")
-            return data
-
         for p in (bc.marketing_phrases, bc.audience_phrases, bc.stopwords, bc.sensitive_terms,
-                  bc.profanity, bc.location_ignore, bc.thresholds):
+                  bc.profanity, bc.location_ignore, bc.thresholds, bc.interest_words):
             if not Path(p).is_file():
                 raise UserError(f"badcase lexicon not found: {p} (see the badcase config "
                                 "section)")
@@ -325,7 +532,8 @@ class Lexicons:
                             f"expected {list(SENSITIVE_CATEGORIES)}")
         th = read_yaml(bc.thresholds)
         grounding = GroundingLexicons.load(bc.marketing_phrases, bc.audience_phrases,
-                                           bc.stopwords)
+                                           bc.stopwords, bc.interest_words)
+        protected = [str(t) for t in sens.get("protected_audiences") or []]
         try:
             user_id = re.compile(bc.user_id_pattern)
         except re.error as exc:
@@ -345,6 +553,10 @@ class Lexicons:
             currency_words=PhraseIndex(num.get("currency_words", [])),
             currency_symbols="".join(num.get("currency_symbols", ["$"])),
             user_id=user_id,
+            protected_audiences=PhraseIndex(protected),
+            protected_words=frozenset(_word_stems(protected, grounding.stopwords)),
+            protected_query_licenses=bool(sens.get("protected_audiences_licensed_by_query",
+                                                   True)),
         )
 
 
@@ -421,12 +633,15 @@ class BrandLexicon:
 
     def others(self, toks, own_brand: str | None, advertiser_id: str | None) -> list[str]:
         """Brands in `toks` that belong to other advertisers (not inside the ad's own brand)."""
-        own = tuple(stems(own_brand or ""))
+        hits = self.index.matches(toks)
+        if not hits:
+            return []
+        own = _cached_stems(own_brand or "")
         own_spans = [(i, i + len(own)) for i in range(len(toks))
                      if own and tuple(toks[i : i + len(own)]) == own]
         found = []
-        for i, j, brand in self.index.matches(toks):
-            key = tuple(stems(brand))
+        for i, j, brand in hits:
+            key = _cached_stems(brand)
             if key == own or advertiser_id in self.owners.get(key, ()):
                 continue
             if any(a <= i and j <= b for a, b in own_spans):
@@ -438,13 +653,18 @@ class BrandLexicon:
 _PERCENT = re.compile(r"(\d+(?:[.,]\d+)?)\s*(?:%|percent\b|per cent\b)")
 
 
-def _prices(text_norm: str, lex: Lexicons) -> set[str]:
+def _prices(text_norm: str, lex: Lexicons,
+            toks: Sequence[tuple[str, str]] | None = None,
+            stemmed_toks: Sequence[tuple[str, str]] | None = None) -> set[str]:
+    """Prices of a normalized text; `toks`/`stemmed_toks`: its tokens when already known."""
     syms = re.escape(lex.currency_symbols)
     out = {number_value(m.group(1)) for m in re.finditer(
         rf"[{syms}]\s?(\d+(?:[.,]\d+)*)", text_norm)}
-    toks = tokens(text_norm)
-    stemmed = [(k, stem(v) if k == "w" else v) for k, v in toks]
-    for i, _j, _ in lex.currency_words.matches(stemmed):
+    if toks is None:
+        toks = _tokenize(text_norm)
+    if stemmed_toks is None:
+        stemmed_toks = stemmed(toks)
+    for i, _j, _ in lex.currency_words.matches(stemmed_toks):
         if i > 0 and toks[i - 1][0] == "n":
             out.add(toks[i - 1][1])
     return out
@@ -454,7 +674,10 @@ _NUM = r"\d+(?:[.,]\d+)*"
 _QUANTITY = re.compile(rf"({_NUM})(?:\s*(?:-|–|to)\s*({_NUM}))?(?:\s+|-)?([^\W\d_]+)")
 
 
-def _quantities(text_norm: str, lex: Lexicons) -> dict[tuple[str, str], str]:
+def _quantities(text_norm: str, lex: Lexicons,
+                toks: Sequence[tuple[str, str]] | None = None,
+                stemmed_toks: Sequence[tuple[str, str]] | None = None,
+                ) -> dict[tuple[str, str], str]:
     """(value, unit stem) -> as written: "30 hours", "5-quart", "pack of 12", "4 to 6
     servings" (a range shares its unit). Only spaces or a hyphen between number and unit."""
     out = {}
@@ -464,9 +687,11 @@ def _quantities(text_norm: str, lex: Lexicons) -> dict[tuple[str, str], str]:
             for g in (1, 2):
                 if m.group(g):
                     out[(number_value(m.group(g)), unit)] = m.group(0)
-    toks = tokens(text_norm)
-    stemmed = [(k, stem(v) if k == "w" else v) for k, v in toks]
-    for _i, j, phrase in lex.unit_prefixes.matches(stemmed):
+    if toks is None:
+        toks = _tokenize(text_norm)
+    if stemmed_toks is None:
+        stemmed_toks = stemmed(toks)
+    for _i, j, phrase in lex.unit_prefixes.matches(stemmed_toks):
         if j < len(toks) and toks[j][0] == "n":
             unit = "|".join(v for _, v in stems(phrase))
             out[(toks[j][1], unit)] = f"{phrase} {toks[j][1]}"
@@ -486,6 +711,10 @@ class AdSource:
         return [self.original_title or "", *(self.selling_points or []), self.query or "",
                 self.brand or ""]
 
+    def key(self) -> tuple:
+        return (self.original_title or "", tuple(self.selling_points or ()), self.query or "",
+                self.brand or "")
+
 
 def product_identity(src: AdSource, stop: frozenset[str] | set[str]) -> set[str]:
     """Stemmed words that name the product: the brand's, and the content words of the
@@ -498,22 +727,75 @@ def product_identity(src: AdSource, stop: frozenset[str] | set[str]) -> set[str]
     return {stem(v) for v in [*words, *brand]}
 
 
+class SourceFacts:
+    """Everything `judge_title` reads from an ad's texts, computed once per distinct source
+    (an ad's generations share it; a query-aware row adds its query)."""
+
+    __slots__ = ("norm", "toks", "ad_toks", "raw_set", "raw_seq", "words", "numbers",
+                 "percents", "prices", "quantities", "identity", "brand", "original",
+                 "sensitive")
+
+    def __init__(self, src: AdSource, lex: Lexicons):
+        texts = src.texts()
+        self.norm = " | ".join(normalize(s) for s in texts)
+        self.toks = tuple(t for s in texts for t in _cached_stems(s))  # stemmed
+        # the ad's own texts, stemmed, without the query (what the advertiser says)
+        self.ad_toks = tuple(t for s in [src.original_title or "", *(src.selling_points or []),
+                                         src.brand or ""] for t in _cached_stems(s))
+        raw = tuple(t for s in texts for t in _cached_tokens(s))
+        self.raw_set = frozenset(raw)
+        self.raw_seq = raw
+        self.words, self.numbers = source_keys(
+            src.original_title, [*(src.selling_points or []), src.brand or ""], src.query)
+        self.percents = {number_value(m.group(1)) for m in _PERCENT.finditer(self.norm)}
+        norm_toks = _tokenize(self.norm)
+        norm_stemmed = stemmed(norm_toks)
+        self.prices = _prices(self.norm, lex, norm_toks, norm_stemmed)
+        self.quantities = _quantities(self.norm, lex, norm_toks, norm_stemmed)
+        self.identity = product_identity(src, lex.grounding.stopwords)
+        self.brand = frozenset(v for k, v in _cached_stems(src.brand or "") if k == "w")
+        self.original = tuple(v for _, v in _cached_stems(src.original_title or ""))
+        self.sensitive: dict[str, set[str]] = {}  # category -> terms the ad says (lazy)
+
+
+_FACTS_CACHE_SIZE = 4096
+
+
+def source_facts(src: AdSource, lex: Lexicons) -> SourceFacts:
+    """The ad's `SourceFacts`, cached per lexicons (rows of one ad in a row reuse them)."""
+    cache = lex.facts_cache
+    key = src.key()
+    facts = cache.get(key)
+    if facts is None:
+        facts = SourceFacts(src, lex)
+        if len(cache) >= _FACTS_CACHE_SIZE:
+            del cache[next(iter(cache))]  # oldest first
+        cache[key] = facts
+    return facts
+
+
 def judge_title(title: str | None, src: AdSource, lex: Lexicons,
                 brands: BrandLexicon | None = None,
-                advertiser_id: str | None = None) -> list[tuple[str, str]]:
+                advertiser_id: str | None = None,
+                catalog: frozenset[str] | None = None) -> list[tuple[str, str]]:
     """Findings (reason code, detail) of every per-title rule; empty = the title passes.
 
-    Cross-row rules (duplicate_variant) and id checks are applied by the stage."""
+    `catalog`: the cycle's interest words (`catalog_words`) an audience framing may use
+    besides the interest lexicon's. Cross-row rules (duplicate_variant) and id checks are
+    applied by the stage."""
     fmt = lex.thresholds.get("format", {})
     if title is None or not title.strip():
         return [("empty_title", "")]
     found: list[tuple[str, str]] = []
+    facts = source_facts(src, lex)
+    stop = lex.grounding.stopwords
     t_norm = normalize(title)
-    raw = tokens(title)
-    toks = [(k, stem(v) if k == "w" else v) for k, v in raw]
-    src_texts = src.texts()
-    src_norm = " | ".join(normalize(s) for s in src_texts)
-    src_toks = [(k, stem(v) if k == "w" else v) for s in src_texts for k, v in tokens(s)]
+    raw = _tokenize(title)
+    toks = stemmed(raw)
+    # tokens of the normalized title: the title's own unless normalizing twice changes it
+    # (only possible outside ASCII)
+    norm_raw = raw if t_norm.isascii() else _tokenize(t_norm)
+    norm_toks = toks if norm_raw is raw else stemmed(norm_raw)
 
     # format
     n_chars = len(title.strip())
@@ -522,14 +804,18 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
     if n_chars > int(fmt.get("max_chars", 150)):
         found.append(("title_too_long", f"{n_chars} chars"))
     counts: dict[str, int] = {}
-    for i, (k, v) in enumerate(toks):
-        if k == "w" and i and toks[i - 1] == (k, v) and len(v) > 1:
-            found.append(("repeated_words", f"{raw[i][1]} {raw[i][1]}"))
-        if k == "w" and v not in lex.grounding.stopwords:
-            counts[v] = counts.get(v, 0) + 1
+    prev = None
+    for i, t in enumerate(toks):
+        k, v = t
+        if k == "w":
+            if t == prev and len(v) > 1:
+                found.append(("repeated_words", f"{raw[i][1]} {raw[i][1]}"))
+            if v not in stop:
+                counts[v] = counts.get(v, 0) + 1
+        prev = t
     max_rep = int(fmt.get("max_word_repeats", 2))
     found += [("repeated_words", f"{w} x{n}") for w, n in counts.items() if n > max_rep]
-    if [v for _, v in toks] == [v for _, v in stems(src.original_title or "")]:
+    if tuple(v for _, v in toks) == facts.original:
         found.append(("same_as_original", ""))
 
     # broken text: a bigram repeated inside a clause (a loop: `1" x 11" x 11"`; a headline
@@ -538,69 +824,99 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
     deg = degenerate_reasons(title)
     if "repeated_word" in deg and not any(c == "repeated_words" for c, _ in found):
         found.append(("repeated_words", "a word right after itself"))  # "a a", any length
-    if any("repeated_ngram" in degenerate_reasons(c) for c in _CLAUSE.split(title)):
+    # a bigram repeated inside a clause is repeated in the whole title too, unless a "|"
+    # glued to a word hides it there
+    if ("repeated_ngram" in deg or "|" in title) and any(
+            "repeated_ngram" in degenerate_reasons(c) for c in _CLAUSE.split(title)):
         found.append(("repeated_ngram", ""))
     if "cut_off_ending" in deg:
         found.append(("cut_off_ending", title.split()[-1]))
-    stop = lex.grounding.stopwords
     content = {v for k, v in toks if (k == "w" and len(v) > 1 and v not in stop) or k == "n"}
-    identity = product_identity(src, stop)
+    identity = facts.identity
+    slot = lex.grounding.audience
+    framings = (audience_framings(title, raw, toks, slot, stop, identity, facts.brand)
+                if slot is not None else [])
     if len(content) < int(fmt.get("min_content_words", 2)):
         found.append(("fragment", f"{len(content)} content words"))
     elif identity and not content & identity:
         found.append(("fragment", "names neither the product nor the brand"))
+    elif framings and identity:
+        # the product must be named outside its audience framing ("For coffee lovers" on
+        # a coffee maker's ad is only a framing)
+        inside = {i for start, end, _a, _b in framings for i in range(start, end)}
+        outside = {v for i, (k, v) in enumerate(toks) if i not in inside and (
+            (k == "w" and len(v) > 1 and v not in stop) or k == "n")}
+        # an audience head that is the product's own noun ("Table Runners") is no framing
+        heads = {toks[b - 1][1] for _s, _e, _a, b in framings}
+        if not outside & identity and not heads & identity:
+            found.append(("framing_only", "an audience framing with no product"))
 
-    # grounding (words and numbers), against every text of the ad including its brand
-    found += fabrication_findings(title, src.original_title,
-                                  [*(src.selling_points or []), src.brand or ""], src.query,
-                                  lex.grounding)
+    # grounding (words and numbers), against every text of the ad including its brand;
+    # the interest words of an audience framing need none
+    exempt = audience_exempt(framings, toks, slot, catalog) if framings else set()
+    found += _fabrication(raw, toks, facts.words, facts.numbers, lex.grounding, exempt)
 
     # numbers: percentages, prices, quantities
     max_pct = float(lex.thresholds.get("numbers", {}).get("max_percent", 100))
-    src_pcts = {number_value(m.group(1)) for m in _PERCENT.finditer(src_norm)}
     for m in _PERCENT.finditer(t_norm):
         v = number_value(m.group(1))
-        if float(v.replace(",", ".")) > max_pct and v not in src_pcts:
+        if float(v.replace(",", ".")) > max_pct and v not in facts.percents:
             found.append(("percent_over_limit", f"{v}%"))
-    src_prices = _prices(src_norm, lex)
-    for p in sorted(_prices(t_norm, lex) - src_prices):
+    for p in sorted(_prices(t_norm, lex, norm_raw, norm_toks) - facts.prices):
         found.append(("changed_price", p))
-    src_q = _quantities(src_norm, lex)
-    for (v, unit), written in sorted(_quantities(t_norm, lex).items()):
+    src_q = facts.quantities
+    for (v, unit), written in sorted(_quantities(t_norm, lex, norm_raw, norm_toks).items()):
         if (v, unit) not in src_q:  # a value the ad gives another unit, or a new quantity
             found.append(("changed_quantity", written))
 
     # places absent from the ad's texts (unstemmed words, like the gazetteer)
-    src_raw = [t for s in src_texts for t in tokens(s)]
-    src_set = set(src_raw)
-    src_seq = tuple(src_raw)
-    for i, j, place in longest(lex.places.matches(raw)):
-        key = tuple(raw[i:j])
-        if len(key) == 1 and key[0] in src_set:
-            continue
-        if len(key) > 1 and any(src_seq[k : k + len(key)] == key for k in range(len(src_seq))):
-            continue
-        found.append(("location_not_in_source", place))
+    place_hits = lex.places.matches(raw)
+    if place_hits:
+        src_set, src_seq = facts.raw_set, facts.raw_seq
+        for i, j, place in longest(place_hits):
+            key = raw[i:j]
+            if len(key) == 1 and key[0] in src_set:
+                continue
+            if len(key) > 1 and any(src_seq[k : k + len(key)] == key
+                                    for k in range(len(src_seq))):
+                continue
+            found.append(("location_not_in_source", place))
 
     # brands of other advertisers, unless the ad's own texts name them ("3D" in "3D Printer
     # Filament", "Scotch" in a 3M ad's title): what the ad says is grounded
     if brands is not None:
-        src_seq_stems = tuple(src_toks)
+        src_seq_stems = facts.toks
         for b in brands.others(toks, src.brand, advertiser_id):
-            key = tuple(stems(b))
+            key = _cached_stems(b)
             if not any(src_seq_stems[k: k + len(key)] == key
                        for k in range(len(src_seq_stems) - len(key) + 1)):
                 found.append(("other_advertiser_brand", b))
 
     # sensitive terms
-    src_terms_cache: dict[str, set[str]] = {}
     for cat, index in lex.sensitive.items():
         hits = index.find(t_norm, toks)
         if hits and cat in lex.allow_if_in_source:
-            src_terms_cache[cat] = {h.casefold() for h in index.find(src_norm, src_toks)}
-            hits = [h for h in hits if h.casefold() not in src_terms_cache[cat]]
+            said = facts.sensitive.get(cat)
+            if said is None:
+                said = facts.sensitive[cat] = {h.casefold() for h in index.find(facts.norm,
+                                                                               facts.toks)}
+            hits = [h for h in hits if h.casefold() not in said]
         found += [(cat, h) for h in hits]
     found += [("profanity", h) for h in lex.profanity.find(t_norm, toks)]
+
+    # a protected audience named anywhere ("For moms:", "Seniors' pick", "men love it"),
+    # unless the ad's own texts name that group (or the query, when the lexicon lets a
+    # query-aware title echo the searcher's words)
+    hits = lex.protected_audiences.matches(toks)
+    if hits:
+        ad_seq = facts.toks if lex.protected_query_licenses else facts.ad_toks
+        said = [d.casefold() for c, d in found if c == "protected_attribute"]
+        for i, j, phrase in longest(hits):
+            key = toks[i:j]
+            if any(ad_seq[k: k + len(key)] == key for k in range(len(ad_seq) - len(key) + 1)):
+                continue
+            if not any(normalize(phrase) in d for d in said):
+                found.append(("protected_attribute", phrase))
 
     # user ids never reach the library
     m = lex.user_id.search(title)

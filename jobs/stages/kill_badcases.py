@@ -18,12 +18,19 @@ users are served it — and is counted as `titles_shared_across_clusters`, a sig
 personalization for the report) and the id checks (`unsafe_id`: an ad or advertiser id
 with '/', '..' or control characters never reaches an S3 key; `inactive_ad`).
 Counts reconcile: verdicts = generations = passing + killed.
+
+Titles are judged in chunks of whole ads (the rows of an ad share its source analysis) by
+`badcase.workers` processes (default: one per core; one process for a small cycle); the
+verdicts, rows and order are the same for any number, and `workers` is not part of the
+stage's config hash. The cycle's catalog (active ads' product names and categories) adds
+interest words an audience framing may use.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -40,6 +47,7 @@ from jobs.stages.badcase_rules import (
     FAMILY_OF,
     AdSource,
     BrandLexicon,
+    catalog_words,
     judge_title,
     load_lexicons,
     stems,
@@ -67,9 +75,18 @@ def lexicon_hash(cfg: Config) -> str:
     h = hashlib.sha256()
     bc = cfg.badcase
     for p in (bc.marketing_phrases, bc.audience_phrases, bc.stopwords, bc.sensitive_terms,
-              bc.profanity, bc.location_ignore, bc.thresholds):
+              bc.profanity, bc.location_ignore, bc.thresholds, bc.interest_words):
         h.update(Path(p).name.encode() + b"\0" + Path(p).read_bytes())
     return h.hexdigest()[:16]
+
+
+def config_hash(cfg: Config) -> str:
+    """Hash of the `badcase` section without `workers` (the verdicts do not depend on it)."""
+    import json
+
+    blob = json.dumps(cfg.badcase.model_dump(mode="json", exclude={"workers"}),
+                      sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _fingerprint(cfg: Config, gen: dict, features: dict) -> dict[str, Any]:
@@ -85,36 +102,143 @@ def title_key(title: str | None) -> tuple[str, ...]:
     return tuple(v for _, v in stems(title or ""))
 
 
-def shared_titles(passing: pa.Table) -> int:
-    """Passing variants whose title another cluster of the same ad also got."""
-    seen: Counter = Counter((a, title_key(t)) for a, t in zip(
-        passing.column("ad_id").to_pylist(), passing.column("title").to_pylist(), strict=True))
+def shared_titles(passing: pa.Table, keys: list[tuple] | None = None) -> int:
+    """Passing variants whose title another cluster of the same ad also got (`keys`: the
+    rows' `title_key`s when already known)."""
+    if keys is None:
+        keys = [title_key(t) for t in passing.column("title").to_pylist()]
+    seen: Counter = Counter(zip(passing.column("ad_id").to_pylist(), keys, strict=True))
     return sum(c for c in seen.values() if c > 1)
 
 
-def judge_rows(rows: pa.Table, cfg: Config, active_ads: pa.Table,
-               progress: bool = True) -> tuple[list[list[str]], list[list[str]]]:
-    """Reason codes and details per generation row (same order as `rows`)."""
+# Titles per task of the process pool: small enough to balance the workers and show
+# progress, large enough that an ad's rows (which share its source analysis) stay together.
+CHUNK_ROWS = 2000
+# Fewer titles than this per worker are judged faster than a worker process starts (~2 s:
+# imports and lexicons), so a small cycle is judged in this process.
+MIN_ROWS_PER_WORKER = 10_000
+
+
+def default_workers(cfg: Config) -> int:
+    """`badcase.workers`, else the CPU cores this process may use."""
+    if cfg.badcase.workers:
+        return int(cfg.badcase.workers)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# The judging context of a worker process (set once by `_init_worker`), or of the parent
+# when it judges in-process.
+_CONTEXT: dict[str, Any] = {}
+
+
+def _init_worker(badcase: dict, brand_owners: dict[str, set[str]],
+                 catalog: frozenset[str] | None) -> None:
+    from jobs.platform.config import Badcase
+
+    _CONTEXT.update(lex=load_lexicons(Badcase.model_validate(badcase)),
+                    brands=BrandLexicon(brand_owners), catalog=catalog)
+
+
+def _judge_chunk(chunk: list[tuple[tuple, list[tuple[str | None, str | None]]]]
+                 ) -> list[tuple[list[tuple[str, str]], tuple[str, ...] | None]]:
+    """(findings, title key when no finding) per title of `chunk`: a list of (ad source,
+    [(title, advertiser id), ...]) groups, in order."""
+    lex, brands, catalog = _CONTEXT["lex"], _CONTEXT["brands"], _CONTEXT["catalog"]
+    out = []
+    for (original, points, query, brand), titles in chunk:
+        src = AdSource(original, list(points), query or None, brand or None)
+        for title, adv in titles:
+            found = judge_title(title, src, lex, brands, adv, catalog)
+            out.append((found, None if found else title_key(title)))
+    return out
+
+
+def judge_rows(rows: pa.Table, cfg: Config, active_ads: pa.Table, progress: bool = True,
+               workers: int | None = None, chunk_rows: int | None = None,
+               min_rows_per_worker: int | None = None,
+               ) -> tuple[list[list[str]], list[list[str]]]:
+    """Reason codes and details per generation row (same order as `rows`), for any number
+    of `workers` (default: `badcase.workers`, else the cores; one for fewer than
+    `min_rows_per_worker` rows per worker)."""
+    reasons, details, _ = _judge_all(rows, cfg, active_ads, progress, workers, chunk_rows,
+                                     min_rows_per_worker)
+    return reasons, details
+
+
+def _judge_all(rows: pa.Table, cfg: Config, active_ads: pa.Table, progress: bool,
+               workers: int | None, chunk_rows: int | None = None,
+               min_rows_per_worker: int | None = None,
+               ) -> tuple[list[list[str]], list[list[str]], list[tuple | None]]:
+    """Reasons, details and the normalized title of each row (None when a per-title rule
+    killed it). Titles are judged in chunks of whole ads, by `workers` processes (default
+    `default_workers`); the verdicts do not depend on how many."""
     from tqdm import tqdm
 
+    chunk_rows = max(1, chunk_rows or CHUNK_ROWS)
+    min_rows_per_worker = max(1, min_rows_per_worker or MIN_ROWS_PER_WORKER)
     lex = load_lexicons(cfg.badcase)
-    brands = BrandLexicon.from_rows(active_ads.column("brand").to_pylist(),
-                                    active_ads.column("advertiser_id").to_pylist())
+    brand_owners: dict[str, set[str]] = {}
+    for b, a in zip(active_ads.column("brand").to_pylist(),
+                    active_ads.column("advertiser_id").to_pylist(), strict=True):
+        if b and a:
+            brand_owners.setdefault(b, set()).add(a)
     active = set(active_ads.column("ad_id").to_pylist())
+    catalog = None  # interest words of the cycle's catalog, for audience framings
+    if {"title", "category", "brand"} <= set(active_ads.column_names):
+        catalog = catalog_words(active_ads.column("title").to_pylist(),
+                                active_ads.column("category").to_pylist(),
+                                active_ads.column("brand").to_pylist(), lex)
     cols = {c: rows.column(c).to_pylist() for c in (
         "request_id", "ad_id", "advertiser_id", "cluster_id", "strategy", "query", "title",
         "original_title", "selling_points", "brand", "score", "cluster_rank")}
     n = rows.num_rows
     reasons: list[list[str]] = [[] for _ in range(n)]
     details: list[list[str]] = [[] for _ in range(n)]
+    keys: list[tuple | None] = [None] * n
 
     def add(i: int, code: str, detail: str = "") -> None:
         if code not in reasons[i]:
             reasons[i].append(code)
         details[i].append(f"{code}: {detail}" if detail else code)
 
-    for i in tqdm(range(n), desc="kill_badcases", unit="title", disable=not progress,
-                  mininterval=2):
+    # rows of one ad source together (they share its analysis), ads in order of appearance
+    groups: dict[tuple, list[int]] = {}
+    for i in range(n):
+        ad, adv = cols["ad_id"][i], cols["advertiser_id"][i]
+        if unsafe_id(ad) or unsafe_id(adv):
+            continue  # judged below: its text is not trusted to be an ad at all
+        key = (cols["original_title"][i] or "", tuple(cols["selling_points"][i] or ()),
+               cols["query"][i] or "", cols["brand"][i] or "")
+        groups.setdefault(key, []).append(i)
+    chunks: list[tuple[list, list[int]]] = []  # (payload, row indices in payload order)
+    payload: list = []
+    order: list[int] = []
+    for key, idx in groups.items():
+        payload.append((key, [(cols["title"][i], cols["advertiser_id"][i]) for i in idx]))
+        order.extend(idx)
+        if len(order) >= chunk_rows:
+            chunks.append((payload, order))
+            payload, order = [], []
+    if order:
+        chunks.append((payload, order))
+    del groups
+
+    n_workers = max(1, min(workers or default_workers(cfg), len(chunks),
+                           n // min_rows_per_worker))
+    judged: dict[int, tuple[list[tuple[str, str]], tuple | None]] = {}
+    bar = tqdm(total=sum(len(o) for _, o in chunks), desc="kill_badcases", unit="title",
+               disable=not progress, mininterval=2)
+    for (_, order), results in zip(chunks, _map_chunks(
+            [p for p, _ in chunks], n_workers, cfg, brand_owners, catalog), strict=True):
+        for i, r in zip(order, results, strict=True):
+            judged[i] = r
+        bar.update(len(order))
+    bar.close()
+
+    for i in range(n):
         ad, adv = cols["ad_id"][i], cols["advertiser_id"][i]
         if unsafe_id(ad) or unsafe_id(adv):
             add(i, "unsafe_id", "ad_id or advertiser_id is not a safe id")
@@ -124,9 +248,8 @@ def judge_rows(rows: pa.Table, cfg: Config, active_ads: pa.Table,
         q = cols["query"][i]
         if q and lex.user_id.search(q):
             add(i, "user_id_in_query", "user-id pattern")
-        src = AdSource(cols["original_title"][i] or "", list(cols["selling_points"][i] or []),
-                       q, cols["brand"][i])
-        for code, detail in judge_title(cols["title"][i], src, lex, brands, adv):
+        found, keys[i] = judged.pop(i)
+        for code, detail in found:
             add(i, code, detail)
 
     # duplicate_variant: among the rows that passed so far, one per (ad, cluster, normalized
@@ -140,7 +263,7 @@ def judge_rows(rows: pa.Table, cfg: Config, active_ads: pa.Table,
     seen_titles: dict[tuple, int] = {}
     seen_keys: dict[tuple, int] = {}
     for i in order:
-        tkey = (cols["ad_id"][i], cols["cluster_id"][i], title_key(cols["title"][i]))
+        tkey = (cols["ad_id"][i], cols["cluster_id"][i], keys[i])
         lkey = (cols["ad_id"][i], cols["cluster_id"][i], cols["strategy"][i], cols["query"][i])
         if tkey in seen_titles:
             add(i, "duplicate_variant", f"same title as request {cols['request_id'][seen_titles[tkey]]}")
@@ -150,14 +273,53 @@ def judge_rows(rows: pa.Table, cfg: Config, active_ads: pa.Table,
         else:
             seen_titles[tkey] = i
             seen_keys[lkey] = i
-    return reasons, details
+    return reasons, details, [None if reasons[i] else keys[i] for i in range(n)]
+
+
+def _map_chunks(payloads: list, n_workers: int, cfg: Config,
+                brand_owners: dict[str, set[str]], catalog: frozenset[str] | None):
+    """`_judge_chunk` of each payload, in order: in this process, or over a pool of
+    `n_workers` processes with at most two chunks per worker in flight. Workers are forked
+    where the platform can (they inherit the loaded lexicons and never re-run the caller's
+    main module; they only run the rules: no logging, no I/O, no threads), else spawned."""
+    badcase = cfg.badcase.model_dump(mode="json")
+    if n_workers <= 1:
+        saved = dict(_CONTEXT)
+        try:
+            _init_worker(badcase, brand_owners, catalog)
+            for p in payloads:
+                yield _judge_chunk(p)
+        finally:
+            _CONTEXT.clear()
+            _CONTEXT.update(saved)
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context(method),
+                             initializer=_init_worker,
+                             initargs=(badcase, brand_owners, catalog)) as pool:
+        pending: deque = deque()
+        todo = iter(payloads)
+        for p in todo:
+            pending.append(pool.submit(_judge_chunk, p))
+            if len(pending) >= 2 * n_workers:
+                break
+        while pending:
+            result = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(_judge_chunk, nxt))
+            yield result
 
 
 def run(cfg: Config, cycle_id: str, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Judge the cycle's generations; commit verdicts and passing rows with kill counts."""
     gen, features = _inputs(cfg, cycle_id)
     inputs = _fingerprint(cfg, gen, features)
-    return run_stage(cfg, cycle_id, STAGE, inputs=inputs, config_hash=cfg.section_hash("badcase"),
+    return run_stage(cfg, cycle_id, STAGE, inputs=inputs, config_hash=config_hash(cfg),
                      build=lambda out: _judge_cycle(cfg, cycle_id, gen, features, inputs, out,
                                                     progress),
                      force=force)
@@ -170,7 +332,8 @@ def _judge_cycle(cfg: Config, cycle_id: str, gen: dict, features: dict, inputs: 
     try:
         rows = pq.read_table(gen["outputs"]["generations"]["path"])
         active_ads = pq.read_table(features["outputs"]["active_ads"]["path"],
-                                   columns=["ad_id", "advertiser_id", "brand"])
+                                   columns=["ad_id", "advertiser_id", "brand", "title",
+                                            "category"])
     except (OSError, pa.ArrowInvalid) as exc:
         raise UserError(f"{STAGE}: cannot read the cycle's generations or active_ads: "
                         f"{exc}") from None
@@ -183,7 +346,8 @@ def _judge_cycle(cfg: Config, cycle_id: str, gen: dict, features: dict, inputs: 
     timings["read"] = round(time.time() - t0, 3)
 
     t0 = time.time()
-    reasons, details = judge_rows(rows, cfg, active_ads, progress=progress)
+    workers = max(1, min(default_workers(cfg), rows.num_rows // MIN_ROWS_PER_WORKER))
+    reasons, details, keys = _judge_all(rows, cfg, active_ads, progress, workers)
     timings["judge"] = round(time.time() - t0, 3)
 
     passed = pa.array([not r for r in reasons], pa.bool_())
@@ -199,7 +363,8 @@ def _judge_cycle(cfg: Config, cycle_id: str, gen: dict, features: dict, inputs: 
     n, n_pass = rows.num_rows, passing.num_rows
     counts = {"generations": n, "passed": n_pass, "killed": n - n_pass,
               "kill_rate": round((n - n_pass) / n, 4) if n else 0.0,
-              "titles_shared_across_clusters": shared_titles(passing)}
+              "titles_shared_across_clusters": shared_titles(
+                  passing, [k for k in keys if k is not None])}
     log.info("%s for cycle %s: %s passed of %s; kills %s", STAGE, cycle_id, n_pass, n,
              dict(by_reason))
     return StageOutput(
@@ -213,6 +378,7 @@ def _judge_cycle(cfg: Config, cycle_id: str, gen: dict, features: dict, inputs: 
                            "advertisers": len(set(active_ads.column("advertiser_id")
                                                   .to_pylist()))},
          "lexicon_hash": inputs["lexicons"],
+         "workers": workers,
          "timings_s": timings})
 
 
