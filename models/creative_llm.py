@@ -126,6 +126,34 @@ class CreativeLLM(nn.Module):
         self.user_proj.weight.mul_(scale)
         self.user_proj.bias.mul_(scale)
 
+    @torch.no_grad()
+    def align_user_projection(self, item_vecs: torch.Tensor, texts: list[str],
+                              ridge: float = 0.1) -> float:
+        """Start proj(U) as the linear map from the Item LLM's space (where U lives: the
+        HLLM predicts the next item's embedding) to this LM's token space, fitted by ridge
+        regression on the catalog: an item's embedding -> the mean of its text's token
+        embeddings. A user then enters the LM as a soft word close to the words of what
+        they click, which a pretrained LM can already relate to the ad's words; training
+        refines it. Returns the fit's R² (held in `creator.json`)."""
+        emb = self.lm.get_input_embeddings().weight.float()
+        targets = torch.stack([emb[torch.as_tensor(self._ids(" " + t)[:64] or [self.bos_id])
+                                   ].mean(0) for t in texts])  # (n, H)
+        a = item_vecs.float()
+        if self.config.normalize_user:
+            a = F.normalize(a, dim=-1) * self.config.user_dim ** 0.5
+        a_mean, b_mean = a.mean(0), targets.mean(0)
+        ac, bc = a - a_mean, targets - b_mean
+        gram = ac.T @ ac
+        lam = ridge * gram.trace() / gram.shape[0]
+        w = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0]), ac.T @ bc)  # (d, H)
+        r2 = float(1 - ((ac @ w - bc) ** 2).sum() / (bc ** 2).sum())
+        bias = b_mean - a_mean @ w
+        # at the LM's token scale, as _match_token_scale does for a random start
+        scale = float(emb.norm(dim=1).median() / (a @ w + bias).norm(dim=1).mean())
+        self.user_proj.weight.copy_((w * scale).T.to(self.user_proj.weight.dtype))
+        self.user_proj.bias.copy_((bias * scale).to(self.user_proj.bias.dtype))
+        return r2
+
     def _marker(self, name: str) -> list[int]:
         """A marker's token ids: its special token, or its text in the LM's own tokens."""
         if name in self.tokenizer.get_vocab():

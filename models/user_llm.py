@@ -5,6 +5,12 @@ projected to the decoder's width, a learned `[USER]` vector is appended, and the
 layer's hidden state at `[USER]` - projected back to the item space - is the user
 embedding U. The hidden state after each item predicts the next item (training).
 
+With `history_skip`, U also gets the mean of the history's item embeddings (a residual in
+the item space, scaled by a learned gate): a small decoder trained on next-item prediction
+keeps what predicts the next click and drops the rest, while the mean keeps what the user's
+clicks are about (what they value within a category, what they do across categories),
+which is what clustering and the Creative LLM read U for.
+
 The default decoder is a small Llama-architecture model trained here; any Hugging Face
 decoder directory (e.g. TinyLlama-1.1B on a GPU machine) can be used via `base_model`.
 """
@@ -28,6 +34,7 @@ class UserLLMConfig:
     intermediate_size: int = 384
     max_history: int = 50  # items fed to the decoder (most recent kept)
     base_model: str | None = None  # a local HF decoder directory instead of the small default
+    history_skip: bool = False  # U += gate * mean(history items); False for models saved before
 
 
 class UserLLM(nn.Module):
@@ -54,6 +61,8 @@ class UserLLM(nn.Module):
         self.item_in = nn.Linear(config.item_dim, width)
         self.user_token = nn.Parameter(torch.randn(width) * 0.02)
         self.out = nn.Linear(width, config.item_dim)  # back to the item space
+        if config.history_skip:
+            self.history_gate = nn.Parameter(torch.tensor(1.0))
 
     def forward(self, items: torch.Tensor, mask: torch.Tensor,
                 with_states: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -68,10 +77,14 @@ class UserLLM(nn.Module):
         positions = (mask.cumsum(1) - 1).clamp(min=0)  # left padding: first item is 0
         hidden = self.decoder(inputs_embeds=x, attention_mask=mask,
                               position_ids=positions).last_hidden_state  # (B, T+1, w)
+        users = self.out(hidden[:, -1])
+        if self.config.history_skip:
+            m = mask[:, :-1, None].to(items.dtype)
+            mean = (items * m).sum(1) / m.sum(1).clamp(min=1)
+            users = users + self.history_gate * mean
         if not with_states:
-            return None, self.out(hidden[:, -1])
-        out = self.out(hidden)  # (B, T+1, d_item)
-        return out[:, :-1], out[:, -1]
+            return None, users
+        return self.out(hidden[:, :-1]), users
 
     def save(self, out: Path) -> None:
         """Hugging Face format: the decoder via save_pretrained (config.json + safetensors),

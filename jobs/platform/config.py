@@ -38,9 +38,9 @@ class Inputs(_Section):
 
 
 class Sample(_Section):
-    users: int = Field(2000, gt=0)
+    users: int = Field(3000, gt=0)
     ads: int = Field(500, gt=0)
-    events_per_user: float = Field(40, gt=0)
+    events_per_user: float = Field(35, gt=0)
     seed: int = 7
     end: str = "2026-11-01T00:00:00Z"
     format: Literal["parquet", "jsonl"] = "parquet"
@@ -64,7 +64,8 @@ class Features(_Section):
     max_title_chars: int = Field(512, gt=0)
     max_query_chars: int = Field(256, gt=0)
     max_selling_points: int = Field(16, gt=0)
-    item_text_fields: list[Literal["title", "brand", "category"]] = ["title", "brand", "category"]
+    item_text_fields: list[Literal["title", "brand", "category", "selling_points"]] = [
+        "title", "brand", "category", "selling_points"]
 
 
 class Validation(_Section):
@@ -74,7 +75,7 @@ class Validation(_Section):
 
 class ItemLLMSettings(_Section):
     base_model: str = "packaged:all-minilm-l6-v2"  # or a local HF model directory
-    max_tokens: int = Field(64, gt=2)
+    max_tokens: int = Field(128, gt=2)
     train_encoder: bool = False
 
 
@@ -85,6 +86,7 @@ class UserLLMSettings(_Section):
     intermediate_size: int = Field(384, gt=0)
     max_history: int = Field(50, gt=1)
     base_model: str | None = None
+    history_skip: bool = True  # U += gate * mean of the history's item embeddings
 
 
 class PredictorSettings(_Section):
@@ -168,6 +170,10 @@ class CreatorModelSettings(_Section):
     max_new_tokens: int = Field(64, gt=0)
     grounded_decoding: bool = True  # titles use only tokens of their ad, query and lexicons
     normalize_user: bool = True  # U scaled to a fixed norm before the projection (cosine space)
+    # how proj(U) starts: "aligned" = fitted from the Item LLM's space to the LM's token
+    # embeddings on the catalog's texts (a user enters as a soft word of what they click);
+    # "random" = a random projection at the tokens' scale
+    user_init: Literal["aligned", "random"] = "aligned"
 
 
 class TeacherSettings(_Section):
@@ -176,8 +182,9 @@ class TeacherSettings(_Section):
     kind: Literal["grounded", "chat"] = "grounded"
     max_added_chars: int = Field(48, ge=0)  # characters a title may add to the original
     max_selling_points: int = Field(2, ge=0)  # selling points a title may add
-    audience_min_z: float = Field(2.0)  # phrase must stand out (z-score) for the profile and the ad
     recent_clicks: int = Field(10, gt=0)  # the window of short-term interests
+    activities: Path = Path("config/lexicons/activities.yaml")  # audience framings by activity
+    activity_min_share: float = Field(0.3, ge=0, le=1)  # of a user's clicked items naming it
     # chat teacher: an OpenAI-compatible endpoint, e.g. `vllm serve` with a large model
     url_env: str = "CF_TEACHER_URL"  # base URL, e.g. http://127.0.0.1:8000/v1
     model_env: str = "CF_TEACHER_MODEL"
@@ -200,7 +207,7 @@ class DatasetSettings(_Section):
 class CreatorTrainSettings(_Section):
     epochs: int = Field(1, gt=0)
     batch_size: int = Field(16, gt=0)
-    max_examples: int | None = Field(320, gt=0)  # a seeded sample of the training examples
+    max_examples: int | None = Field(400, gt=0)  # a seeded sample of the training examples
     lr: float = Field(2e-4, gt=0)  # the LM's trainable layers
     proj_lr: float = Field(2e-3, gt=0)  # the projection of U (new, randomly initialized)
     weight_decay: float = Field(0.01, ge=0)
@@ -284,7 +291,7 @@ class Badcase(_Section):
     interest_words: Path = Path("config/lexicons/interest_words.yaml")
     # A title that contains a user id is rejected (the sample's ids are u + 8 digits).
     user_id_pattern: str = r"(?i)\bu\d{8}\b"
-    labeled_set: Path = Path("tests/data/badcase_labeled.jsonl")  # `eval badcase`
+    labeled_set: Path = Path("tests/data/badcase_labeled_real.jsonl")  # `eval badcase`
     # Processes that judge the titles (null: one per CPU core). Verdicts are the same for
     # any number; it is not part of the stage's config hash.
     workers: int | None = Field(None, ge=1)
@@ -397,6 +404,7 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     cfg.creator.base_models_dir = res(cfg.creator.base_models_dir)
     cfg.creator.prompts_dir = res(cfg.creator.prompts_dir)
     cfg.creator.teacher.cache_dir = res(cfg.creator.teacher.cache_dir)
+    cfg.creator.teacher.activities = res(cfg.creator.teacher.activities)
     cfg.generate.cache_dir = res(cfg.generate.cache_dir)
     for name in ("marketing_phrases", "audience_phrases", "stopwords", "sensitive_terms",
                  "profanity", "location_ignore", "thresholds", "interest_words", "labeled_set"):

@@ -1,10 +1,19 @@
 """Synthetic raw `ads` and `clicks` tables, deterministic per seed, streamed to disk.
 
-Users are personas: one to three long-term interest categories, a favourite product in
-each, and (for most users) a short-term interest that appears part-way through their
-history and drifts their clicks. Ads have realistic titles (brand, attributes, product)
-and 4-8 selling points. Clicks carry search queries on part of the events, paused ads
-get historic clicks, and users click the same ad again.
+Users are personas, as real shoppers are: each does something (hiking, commuting, home
+office, cooking, ...: `catalog_vocab.ACTIVITIES`, whose products span categories; some do
+a second thing) and values one thing in what they buy (price, durability, portability,
+performance, natural ingredients: `catalog_vocab.VALUES`). What they do shows in which
+products they click (with a favourite among them), what they value in which ads (among
+similar ads, the one whose attributes and selling points speak to it). Most users also
+pick up a short-term interest part-way through their history that drifts their clicks,
+and a tenth of clicks are noise.
+
+Ads have realistic titles (brand, attributes, product) and 4-8 selling points, and lean
+on one value (its attributes and points come first). Search queries name the product and
+often one of the ad's selling points ("hiking boots lifetime warranty"). Clicks carry
+queries on part of the events, paused ads get historic clicks, and users click the same
+ad again.
 
 Users are generated in chunks with numpy and written one Parquet (or JSONL) file per
 chunk, so memory stays bounded at any scale (1M users / 50M events included).
@@ -25,7 +34,13 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from jobs.platform.errors import UserError
-from jobs.sample.catalog_vocab import CATEGORIES, QUERY_PREFIXES, QUERY_SUFFIXES
+from jobs.sample.catalog_vocab import (
+    ACTIVITIES,
+    CATEGORIES,
+    QUERY_PREFIXES,
+    QUERY_SUFFIXES,
+    VALUES,
+)
 
 GENERIC_SELLING_POINTS = [
     "30-day free returns",
@@ -38,8 +53,12 @@ BRAND_SUFFIXES = ["", "Labs", "Studio", "Supply", "Collective", "Works", "House"
                   "Company", "Outfitters", "Select", "Originals", "Essentials", "Craft"]
 HISTORY_DAYS = 90
 QUERIES_PER_AD = 3
+VALUE_NAMES = list(VALUES)
+VALUE_CANDIDATES = 8  # similar ads a persona chooses among by what it values
+VALUE_LOYALTY = 0.9  # share of clicks where it does
 USERS_PER_CHUNK = 20_000
 MANIFEST = "_SAMPLE.json"
+PERSONAS = "_personas"  # hidden traits per user (value, activity): ground truth for checks
 
 ADS_SCHEMA = pa.schema([
     ("ad_id", pa.string()), ("advertiser_id", pa.string()), ("campaign_id", pa.string()),
@@ -78,6 +97,22 @@ class Catalog:
     category: np.ndarray  # (n_ads,) category index
     product: np.ndarray  # (n_ads,) product index within the category
     queries: pa.Array  # (n_ads * QUERIES_PER_AD,) candidate search queries, per ad
+    value_score: np.ndarray  # (n_ads, n_values) attributes + points that speak to each value
+
+
+def value_hits(text: str) -> np.ndarray:
+    """(n_values,) 1 where the text speaks to the value (a cue of `VALUES` in it)."""
+    low = text.lower()
+    return np.array([any(c in low for c in VALUES[v]) for v in VALUE_NAMES], dtype=float)
+
+
+def _query_keyword(point: str) -> str:
+    """What a shopper would type of a selling point: "Lifetime warranty" -> "lifetime
+    warranty", "Up to 30 hours of playback" -> "30 hours of playback"."""
+    low = point.lower().replace(",", "")
+    for lead in ("up to ", "includes ", "only "):
+        low = low.removeprefix(lead)
+    return " ".join(low.split()[:4])
 
 
 def _brand_names(base: list[str], count: int) -> list[str]:
@@ -112,16 +147,20 @@ def make_catalog(spec: SampleSpec) -> Catalog:
     ad_cat = np.empty(spec.ads, dtype=int)
     ad_prod = np.empty(spec.ads, dtype=int)
     queries: list[str] = []
+    value_score = np.zeros((spec.ads, len(VALUE_NAMES)))
     for i in range(spec.ads):
         a = int(ad_adv[i])
         c = int(adv_cat[a])
         vocab = CATEGORIES[cats[c]]
         p = int(rng.integers(len(vocab["products"])))
         product = vocab["products"][p]
-        attrs = rng.choice(vocab["attributes"], size=2, replace=False)
+        lean = int(rng.integers(len(VALUE_NAMES)))  # the value this ad leans on
+        # no attribute the product name already says ("Cordless Lawn Mower, Cordless")
+        attrs = _leaning(rng, [t for t in vocab["attributes"]
+                               if t.lower() not in product.lower()], lean, 2, 1)
         points_pool = list(dict.fromkeys(vocab["selling_points"] + GENERIC_SELLING_POINTS))
         n_points = int(rng.integers(4, 9))
-        points = list(rng.choice(points_pool, size=min(n_points, len(points_pool)), replace=False))
+        points = _leaning(rng, points_pool, lean, min(n_points, len(points_pool)), 2)
         title = f"{adv_brand[a]} {attrs[0]} {product}"
         if rng.random() < 0.6:
             title += f", {attrs[1]}"
@@ -137,14 +176,31 @@ def make_catalog(spec: SampleSpec) -> Catalog:
         rows["status"].append("paused" if rng.random() < 0.1 else "active")
         rows["updated_at"].append(end - timedelta(seconds=float(rng.random() * 60 * 86400)))
         ad_cat[i], ad_prod[i] = c, p
+        value_score[i] = sum(value_hits(t) for t in [*attrs, *points])
         base = product.lower()
-        for _ in range(QUERIES_PER_AD):
-            words = [rng.choice(QUERY_PREFIXES),
-                     attrs[0].lower() if rng.random() < 0.4 else "",
-                     base, rng.choice(QUERY_SUFFIXES)]
+        # most searches name a selling point of the ad besides the product
+        asked = rng.permutation(len(points))
+        for k in range(QUERIES_PER_AD):
+            if rng.random() < 0.8:
+                words = [rng.choice(QUERY_PREFIXES), base,
+                         _query_keyword(points[asked[k % len(points)]])]
+            else:
+                words = [rng.choice(QUERY_PREFIXES), attrs[0].lower(), base,
+                         rng.choice(QUERY_SUFFIXES)]
             queries.append(" ".join(w for w in words if w))
     table = pa.Table.from_pydict(rows, schema=ADS_SCHEMA)
-    return Catalog(table, ad_cat, ad_prod, pa.array(queries, pa.string()))
+    return Catalog(table, ad_cat, ad_prod, pa.array(queries, pa.string()), value_score)
+
+
+def _leaning(rng, pool: list[str], lean: int, size: int, first: int) -> list[str]:
+    """`size` texts of `pool`: up to `first` that speak to value `lean` first, the rest at
+    random (an ad leans on one value but mentions others)."""
+    fits = [t for t in pool if value_hits(t)[lean]]
+    head = list(rng.choice(fits, size=min(first, len(fits)), replace=False)) if fits else []
+    rest = [t for t in pool if t not in head]
+    tail = list(rng.choice(rest, size=min(size - len(head), len(rest)), replace=False))
+    order = head + tail
+    return [str(t) for t in order]
 
 
 class _AdPicker:
@@ -178,23 +234,28 @@ class _AdPicker:
 
 
 def make_click_chunk(spec: SampleSpec, catalog: Catalog, picker: _AdPicker,
-                     first_user: int, n_users: int, chunk_index: int) -> pa.Table:
+                     first_user: int, n_users: int, chunk_index: int,
+                     traits: list | None = None) -> pa.Table:
+    """One chunk of users' events. `traits`, when given, receives the chunk's hidden
+    persona table (user_id, value, activity): the ground truth a check of the clusters
+    and titles can use; the pipeline never reads it."""
     rng = np.random.default_rng([spec.seed, 1, chunk_index])
     n_cats = len(CATEGORIES)
-    cat_pop = np.linspace(1.6, 0.6, n_cats)
-    cat_pop /= cat_pop.sum()
+    act_cat, act_prod, act_len = _activity_table()
+    n_act = len(ACTIVITIES)
+    act_pop = np.linspace(1.5, 0.7, n_act)
+    act_pop /= act_pop.sum()
 
-    # Personas: up to 3 long-term slots (category, favourite product, weight).
-    n_slots = rng.choice([1, 2, 3], size=n_users, p=[0.3, 0.45, 0.25])
-    slot_cat = np.stack([rng.choice(n_cats, size=n_users, p=cat_pop) for _ in range(3)], 1)
-    slot_prod = rng.integers(picker.n_prods, size=(n_users, 3))
-    w = rng.gamma(2.0, size=(n_users, 3)) * (np.arange(3)[None, :] < n_slots[:, None])
-    cum_w = np.cumsum(w / w.sum(1, keepdims=True), axis=1)
+    # Personas: a main activity (its products span categories), for some a second one,
+    # a favourite product of the main one, and what they value.
+    main = rng.choice(n_act, size=n_users, p=act_pop)
+    second = np.where(rng.random(n_users) < 0.4, rng.choice(n_act, size=n_users, p=act_pop), main)
+    favourite = (rng.random(n_users) * act_len[main]).astype(int)
+    value = rng.integers(len(VALUE_NAMES), size=n_users)
     # Short-term interest that appears part-way through the history (drift).
     drifts = rng.random(n_users) < 0.6
     drift_at = rng.uniform(0.4, 0.85, size=n_users)
-    new_cat = rng.choice(n_cats, size=n_users, p=cat_pop)
-    new_prod = rng.integers(picker.n_prods, size=n_users)
+    new_act = rng.choice(n_act, size=n_users, p=act_pop)
 
     # Events per user: heavy-tailed with the configured mean.
     mean = max(spec.events_per_user - 1, 0.01)
@@ -205,15 +266,27 @@ def make_click_chunk(spec: SampleSpec, catalog: Catalog, picker: _AdPicker,
     order = np.lexsort((t, user))  # oldest first within each user
     t = t[order]
 
-    slot = (rng.random(n)[:, None] > cum_w[user]).sum(1).clip(max=2)
-    cat = slot_cat[user, slot]
-    prod = slot_prod[user, slot]
+    r = rng.random(n)
+    act = np.where(r < 0.8, main[user], second[user])
     in_drift = drifts[user] & (t > drift_at[user]) & (rng.random(n) < 0.55)
-    cat = np.where(in_drift, new_cat[user], cat)
-    prod = np.where(in_drift, new_prod[user], prod)
+    act = np.where(in_drift, new_act[user], act)
+    pick = (rng.random(n) * act_len[act]).astype(int)
+    pick = np.where((act == main[user]) & (rng.random(n) < 0.3), favourite[user], pick)
+    cat, prod = act_cat[act, pick], act_prod[act, pick]
     noise = rng.random(n) < 0.1
     cat = np.where(noise, rng.integers(n_cats, size=n), cat)
-    ad = picker.pick(rng, cat, prod, use_product=(rng.random(n) < 0.65) & ~noise)
+    use_product = ~noise
+    # Values: among a few similar ads, the one that speaks to what the persona values;
+    # half the candidates are the product's ads, half the category's (a shopper who cares
+    # about durability will take another durable product over the favourite's cheap one)
+    half = VALUE_CANDIDATES // 2
+    cands = np.stack([picker.pick(rng, cat, prod, use_product) for _ in range(half)]
+                     + [picker.pick(rng, cat, prod, np.zeros(n, bool))
+                        for _ in range(VALUE_CANDIDATES - half)], 1)  # (n, K)
+    fit = (catalog.value_score[cands, value[user][:, None]] + rng.random(cands.shape) * 0.5
+           + 0.6 * (np.arange(VALUE_CANDIDATES) < half)[None, :])
+    chosen = cands[np.arange(n), fit.argmax(1)]
+    ad = np.where(rng.random(n) < VALUE_LOYALTY, chosen, cands[:, 0])
     repeat = (rng.random(n) < 0.12) & (np.r_[-1, user[:-1]] == user)
     ad = np.where(repeat, np.r_[0, ad[:-1]], ad)
 
@@ -227,6 +300,15 @@ def make_click_chunk(spec: SampleSpec, catalog: Catalog, picker: _AdPicker,
     query = pa.compute.if_else(pa.array(has_query), query, pa.nulls(n, pa.string()))
 
     user_ids = pa.array([f"u{first_user + i:08d}" for i in range(n_users)], pa.string())
+    if traits is not None:
+        names = list(ACTIVITIES)
+        traits.append(pa.table({
+            "user_id": user_ids,
+            "value": pa.array([VALUE_NAMES[v] for v in value], pa.string()),
+            "activity": pa.array([names[k] for k in main], pa.string()),
+            "second_activity": pa.array([names[k] if k != m else None
+                                         for k, m in zip(second, main, strict=True)],
+                                        pa.string())}))
     return pa.Table.from_arrays(
         [
             user_ids.take(pa.array(user)),
@@ -237,6 +319,21 @@ def make_click_chunk(spec: SampleSpec, catalog: Catalog, picker: _AdPicker,
         ],
         schema=CLICKS_SCHEMA,
     )
+
+
+def _activity_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n_activities, max_products) category and product indices, and each row's length."""
+    cats = list(CATEGORIES)
+    width = max(len(a["products"]) for a in ACTIVITIES.values())
+    act_cat = np.zeros((len(ACTIVITIES), width), dtype=int)
+    act_prod = np.zeros((len(ACTIVITIES), width), dtype=int)
+    act_len = np.zeros(len(ACTIVITIES), dtype=int)
+    for k, a in enumerate(ACTIVITIES.values()):
+        for j, (c, p) in enumerate(a["products"]):
+            act_cat[k, j] = cats.index(c)
+            act_prod[k, j] = CATEGORIES[c]["products"].index(p)
+        act_len[k] = len(a["products"])
+    return act_cat, act_prod, act_len
 
 
 def _write(table: pa.Table, path: Path, fmt: str) -> None:
@@ -266,6 +363,7 @@ def generate(spec: SampleSpec, out: Path, force: bool = False, progress: bool = 
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "ads").mkdir(parents=True)
     (staging / "clicks").mkdir(parents=True)
+    (staging / PERSONAS).mkdir(parents=True)
 
     catalog = make_catalog(spec)
     _write(catalog.table, staging / "ads" / "part-00000", spec.format)
@@ -276,9 +374,11 @@ def generate(spec: SampleSpec, out: Path, force: bool = False, progress: bool = 
     for k, first in enumerate(tqdm(chunks, desc="sample clicks", unit="chunk",
                                    disable=not progress)):
         n_users = min(USERS_PER_CHUNK, spec.users - first)
-        table = make_click_chunk(spec, catalog, picker, first, n_users, k)
+        traits: list[pa.Table] = []
+        table = make_click_chunk(spec, catalog, picker, first, n_users, k, traits)
         n_events += table.num_rows
         _write(table, staging / "clicks" / f"part-{k:05d}", spec.format)
+        pq.write_table(traits[0], staging / PERSONAS / f"part-{k:05d}.parquet")
     manifest = {"spec": asdict(spec), "ads": spec.ads, "users": spec.users,
                 "events": n_events, "categories": len(CATEGORIES)}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -74,10 +74,19 @@ class InterestSpace:
         mat = normalize(weights @ item_vecs).toarray()
         return {g: mat[k] for k, g in enumerate(groups)}
 
-    def summary(self, vector: np.ndarray, k: int = 6) -> str:
-        """The interest vector's top terms, as a one-line summary a person can read."""
-        top = np.argsort(-vector)[:k]
-        return ", ".join(self.terms[i] for i in top if vector[i] > 0)
+    def summary(self, vector: np.ndarray, k: int = 6, against: np.ndarray | None = None,
+                exclude: set[str] | frozenset[str] = frozenset()) -> str:
+        """The interest vector's top terms, as a one-line summary a person can read. With
+        `against` (e.g. the mean of all clusters' interests), the terms that set this one
+        apart; `exclude`: terms left out (brand names say little about an interest)."""
+        score = vector - against if against is not None else vector
+        out = []
+        for i in np.argsort(-score):
+            if len(out) == k or score[i] <= 0 or vector[i] <= 0:
+                break
+            if self.terms[i] not in exclude:
+                out.append(self.terms[i])
+        return ", ".join(out)
 
 
 class CycleClicks:
@@ -85,8 +94,9 @@ class CycleClicks:
     `user_sequences`), with the interest space fitted on those texts."""
 
     def __init__(self, items: Path, sequences: Path):
-        t = pq.read_table(items, columns=["item_hash", "item_text"]).to_pydict()
+        t = pq.read_table(items, columns=["item_hash", "item_text", "brand"]).to_pydict()
         self.texts = dict(zip(t["item_hash"], t["item_text"], strict=True))
+        self.brand_words = frozenset(w for b in t["brand"] for w in _words(b))
         self.space = InterestSpace(self.texts.values())
         self._seq = pq.read_table(sequences, columns=["user_id", "item_hashes"]).to_pydict()
 

@@ -23,6 +23,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from jobs.platform.config import Config
@@ -157,12 +158,14 @@ def personalization(ms: dict[str, dict | None]) -> dict[str, Any] | None:
         {"query": r["query"], "sources": [r["original_title"], *(r["selling_points"] or [])],
          "query_aware": r["title"], "query_free": free[ad][c]}
         for (ad, c), r in aware.items() if c in free.get(ad, {}))
+    mean_interest = np.mean(list(interests.values()), axis=0) if interests else None
     glance = []
     for ad in sorted(ad for ad, by_c in free.items() if len(by_c) >= 3)[:GLANCE_ADS]:
         orig = next(r["original_title"] for r in rows if r["ad_id"] == ad)
         glance.append({"ad_id": ad, "original_title": orig, "clusters": [
             {"cluster_id": c, "title": t,
-             "interests": space.summary(interests[c]) if c in interests else ""}
+             "interests": space.summary(interests[c], against=mean_interest,
+                                        exclude=clicks.brand_words) if c in interests else ""}
             for c, t in sorted(free[ad].items())]})
     return {"distinct": distinct_titles({ad: list(by_c.values()) for ad, by_c in free.items()}),
             "fidelity": cross_cluster_fidelity(free, interests, space),

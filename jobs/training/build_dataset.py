@@ -79,7 +79,8 @@ def load_histories(features: dict, max_users: int | None = None
     """Users' click histories as item texts (oldest first) and their clicked ad ids
     (most recent first, distinct)."""
     items = pq.read_table(features["outputs"]["items"]["path"],
-                          columns=["item_hash", "title", "brand", "category"]).to_pylist()
+                          columns=["item_hash", "title", "brand", "category",
+                                   "item_text"]).to_pylist()
     by_hash = {r["item_hash"]: r for r in items}
     seqs = pq.read_table(features["outputs"]["user_sequences"]["path"],
                          columns=["user_id", "ad_ids", "item_hashes"]).sort_by("user_id")
@@ -91,7 +92,8 @@ def load_histories(features: dict, max_users: int | None = None
                                  seqs.column("item_hashes").to_pylist(), strict=True):
         rows = [by_hash[h] for h in hashes if h in by_hash]
         histories.append(UserHistory(user, [r["title"] for r in rows],
-                                     [r["brand"] for r in rows], [r["category"] for r in rows]))
+                                     [r["brand"] for r in rows], [r["category"] for r in rows],
+                                     [r["item_text"] for r in rows]))
         clicked[user] = list(dict.fromkeys(reversed(ads)))
     return histories, clicked
 
@@ -102,6 +104,9 @@ def build(cfg: Config, features: dict, teacher, progress: bool = True) -> dict[s
 
     d = cfg.creator.dataset
     histories, clicked = load_histories(features, d.max_users)
+    if hasattr(teacher, "fit_catalog"):  # base rates of words over the cycle's items
+        teacher.fit_catalog(pq.read_table(features["outputs"]["items"]["path"],
+                                          columns=["item_text"]).column("item_text").to_pylist())
     ads = {r["ad_id"]: r for r in pq.read_table(features["outputs"]["active_ads"]["path"],
                                                  columns=["ad_id", "title", "selling_points",
                                                           "brand", "category",
@@ -189,7 +194,10 @@ def run(cfg: Config, cycle_id: str, force: bool = False, progress: bool = True,
     inputs = {"features": {k: features["outputs"][k] for k in
                            ("user_sequences", "items", "active_ads", "ad_queries")},
               "features_finished": features["finished_at"],
-              "lexicons": [str(cfg.badcase.audience_phrases), str(cfg.badcase.marketing_phrases)],
+              # by content: an edited lexicon rebuilds the data
+              "lexicons": {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16]
+                           for p in (cfg.badcase.audience_phrases, cfg.badcase.marketing_phrases,
+                                     cfg.creator.teacher.activities) if Path(p).is_file()},
               "code": fingerprint_code(Path(__file__), Path(teachers.__file__),
                                        Path(badcase_rules.__file__))}
     if t.kind == "chat":

@@ -9,11 +9,16 @@ The chain of thought has three steps; a teacher does the first two:
 3. the hallucination filter (jobs/training/build_dataset.py) keeps only grounded titles, with the
    Badcase Killer's own check (`jobs.stages.badcase_rules.fabrication_reasons`).
 
-* `GroundedTeacher` (default): offline, CPU. The profile comes from the history's
-  categories, brands and recurring title terms (ranked with Item LLM embeddings); selling
-  points are ranked by embedding similarity to the profile (and the query); at most one
-  audience phrase from the shared lexicon, only when it is close to both the profile and
-  the ad; the character budget is respected.
+* `GroundedTeacher` (default): offline, CPU, writes for the user from their own clicks.
+  The profile comes from the history's categories, brands, recurring title terms, the
+  selling points their clicks keep coming back to and what they do (activities of
+  config/lexicons/activities.yaml). Of the ad's selling points (and their clauses, for
+  long real ones) it picks the one whose words this user's clicked items carry most above
+  the catalog's base rate (log lift), so two users shown the same ad get different points;
+  a query-aware title takes the point the query asks for first. It leads with the user's
+  activity ("For hiking and camping: …") when the ad fits it, or with the point, or with
+  the product; the character budget is respected and every word comes from the ad's
+  texts, the query or the lexicons.
 * `ChatTeacher`: any OpenAI-compatible chat endpoint (e.g. `vllm serve` with a large
   model), URL/model/key from the environment. Prompts are data files under
   `config/prompts/`; ad text is quoted as data inside them. Replies must be one JSON
@@ -30,6 +35,7 @@ import logging
 import os
 import re
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +60,7 @@ class UserHistory:
     titles: list[str]  # clicked items, oldest first
     brands: list[str]
     categories: list[str]
+    texts: list[str] = field(default_factory=list)  # the clicked items' full texts (with points)
 
 
 @dataclass
@@ -165,20 +172,67 @@ def read_phrases(path: Path) -> list[str]:
     return read_lines(Path(path))
 
 
+class Activity:
+    """An activity of the lexicon: its audience framing and the cue phrases that show it."""
+
+    def __init__(self, name: str, audience: str, cues: list[str]):
+        self.name, self.audience = name, audience
+        self.pattern = re.compile(r"\b(?:" + "|".join(re.escape(c.lower()) for c in cues)
+                                  + r")\b")
+
+    def named_in(self, text: str) -> bool:
+        return bool(self.pattern.search((text or "").lower()))
+
+
+def read_activities(path: Path) -> list[Activity]:
+    import yaml
+
+    if not Path(path).is_file():
+        raise UserError(f"activity lexicon {path} not found (config creator.teacher.activities)")
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    try:
+        return [Activity(name, str(v["audience"]), [str(c) for c in v["cues"]])
+                for name, v in data.items()]
+    except (KeyError, TypeError):
+        raise UserError(f"{path}: every activity needs `audience` and a list of `cues`") from None
+
+
+def point_claims(point: str, max_chars: int) -> list[str]:
+    """A selling point, or when it is too long to add, its clauses that are short enough
+    ("Relay/CAPACITOR hard start kit 500% incr starting torque, increased compressor…" ->
+    "Relay/CAPACITOR hard start kit 500% incr starting torque"): still the ad's own words."""
+    point = " ".join((point or "").split()).strip(" .;,")
+    if len(point) <= max_chars:
+        return [point] if point else []
+    parts = [c.strip(" .;,") for c in re.split(r"[;,(]|\s[-–]\s|\.\s", point)]
+    return [c for c in parts if 8 <= len(c) <= max_chars and len(c.split()) >= 2]
+
+
 class GroundedTeacher:
     """The offline teacher: no network, deterministic, titles grounded by construction."""
 
     name = "grounded"
 
-    def __init__(self, cfg: Config, embed: Callable[[list[str]], np.ndarray],
+    def __init__(self, cfg: Config, embed: Callable[[list[str]], np.ndarray] | None = None,
                  stopwords: set[str] | None = None):
         self.t = cfg.creator.teacher
-        self.embed = embed
-        self.phrases = read_phrases(cfg.badcase.audience_phrases)
-        self.phrase_vecs = embed(self.phrases)
+        self.embed = embed  # not needed by this teacher; kept for the interface
+        self.activities = read_activities(self.t.activities)
         stop_file = cfg.badcase.stopwords
         self.stopwords = stopwords if stopwords is not None else (
             {w.lower() for w in read_lines(stop_file)} if Path(stop_file).is_file() else set())
+        self.doc_freq: Counter[str] = Counter()
+        self.n_docs = 0
+
+    def fit_catalog(self, item_texts: list[str]) -> None:
+        """Base rates: in how many of the catalog's items each word appears."""
+        self.doc_freq = Counter()
+        for text in set(item_texts):
+            self.doc_freq.update(self._content(text))
+        self.n_docs = len(set(item_texts))
+
+    def _content(self, text: str) -> set[str]:
+        return {w for w in _norm(text).split() if w not in self.stopwords and len(w) > 1}
 
     # -- step 1: profile --------------------------------------------------------------
 
@@ -203,6 +257,40 @@ class GroundedTeacher:
         return {g: c for g, c in recurring.items()
                 if not any(g != o and f" {g} " in f" {o} " and recurring[o] >= c
                            for o in recurring)}
+
+    def _word_counts(self, h: UserHistory) -> tuple[Counter[str], int]:
+        """In how many of the user's distinct clicked items each word appears."""
+        docs = set(h.texts or h.titles)
+        counts: Counter[str] = Counter()
+        for text in docs:
+            counts.update(self._content(text))
+        return counts, len(docs)
+
+    def lift(self, words: set[str], counts: Counter[str], n: int) -> float:
+        """Mean log lift of the words: how much more often the user's clicked items carry
+        them than the catalog's items do (smoothed)."""
+        if not words:
+            return float("-inf")
+        n_docs = max(self.n_docs, 1)
+        lifts = []
+        for w in words:
+            base = (self.doc_freq[w] + 0.5) / (n_docs + 1)
+            # the user's rate, shrunk toward the base rate by one pseudo-item: a word the
+            # user never clicked scores below 0, one they always click far above
+            lifts.append(np.log((counts[w] + base) / (n + 1)) - np.log(base))
+        return float(np.mean(lifts))
+
+    def activity_of(self, h: UserHistory) -> Activity | None:
+        """The activity most of the user's distinct clicked items name (≥ the min share)."""
+        docs = list(dict.fromkeys(h.texts or h.titles))
+        if not docs:
+            return None
+        best, share = None, 0.0
+        for act in self.activities:
+            k = sum(act.named_in(d) for d in docs) / len(docs)
+            if k > share:
+                best, share = act, k
+        return best if share >= self.t.activity_min_share else None
 
     def profiles(self, histories: list[UserHistory]) -> list[Profile | Failure]:
         window = self.t.recent_clicks
@@ -230,74 +318,95 @@ class GroundedTeacher:
                                      or humanize_category(c) not in long_term)]
         brands = [b for b, k in Counter(h.brands).most_common(3) if k >= 2]
         needs = recent_terms or terms[:2]
+        values = self._valued_words(h)
+        activity = self.activity_of(h)
         first = f"A shopper with a lasting interest in {_join(long_term)}"
         if short_term:
             first += f", lately drawn to {_join(short_term)}"
         parts = [first + "."]
+        if activity:
+            parts.append(f"They shop {activity.audience}.")
+        if values:
+            parts.append(f"What they click stands out for {_join(values)}.")
         if terms:
             parts.append(f"Their clicks keep returning to {_join(terms)}.")
         if brands:
             parts.append(f"They favour {_join(brands)}.")
         if needs:
             parts.append(f"Right now they look for {_join(needs)}.")
-        return Profile(long_term, short_term, [f"brand {b}" for b in brands] + terms[:2], needs,
+        return Profile(long_term, short_term,
+                       values + [f"brand {b}" for b in brands] + terms[:2], needs,
                        " ".join(parts))
 
-    # -- step 2: interest-driven title ------------------------------------------------
+    def _valued_words(self, h: UserHistory, top: int = 3) -> list[str]:
+        """The words the user's clicked items carry most above the catalog's base rate (in
+        at least a quarter of them): what they value, as their clicks show it."""
+        counts, n = self._word_counts(h)
+        if not self.n_docs or n < 4:
+            return []
+        brand_words = {w for b in h.brands for w in _norm(b).split()}
+        scored = [(self.lift({w}, counts, n), w) for w, k in counts.items()
+                  if k >= max(2, n / 4) and w not in brand_words and not w.isdigit()]
+        scored.sort(key=lambda x: (-x[0], x[1]))
+        return [w for s, w in scored[:top] if s > 0.5]
+
+    # -- step 2: a title for this user --------------------------------------------------
 
     def titles(self, tasks: list[TitleTask]) -> list[TitleDraft | Failure]:
-        if not tasks:
-            return []
-        prof = self.embed([t.profile.description for t in tasks])  # (N, d)
-        ads = self.embed([f"{t.original_title} | {humanize_category(t.category)}"
-                          for t in tasks])
-        queries = {t.query for t in tasks if t.query}
-        qvec = dict(zip(queries, self.embed(sorted(queries)), strict=True)) if queries else {}
-        points = sorted({p for t in tasks for p in t.selling_points if p})
-        pvec = dict(zip(points, self.embed(points), strict=True)) if points else {}
-        # (N, P): how much each audience phrase stands out, among all phrases, as close to
-        # the profile and to the ad (z-scores: raw cosines of this encoder are all high)
-        to_profile = _zscores(prof @ self.phrase_vecs.T)
-        to_ad = _zscores(ads @ self.phrase_vecs.T)
+        cache: dict[str, tuple] = {}
         out: list[TitleDraft | Failure] = []
-        for i, task in enumerate(tasks):
-            out.append(self._title_one(task, prof[i], to_profile[i], to_ad[i], pvec,
-                                       qvec.get(task.query)))
+        for task in tasks:
+            key = task.history.user_id
+            if key not in cache:
+                cache[key] = (*self._word_counts(task.history), self.activity_of(task.history))
+            out.append(self._title_one(task, *cache[key]))
         return out
 
-    def _title_one(self, task: TitleTask, prof: np.ndarray, to_profile: np.ndarray,
-                   to_ad: np.ndarray, pvec: dict[str, np.ndarray],
-                   qvec: np.ndarray | None) -> TitleDraft:
+    def _title_one(self, task: TitleTask, counts: Counter[str], n: int,
+                   activity: Activity | None) -> TitleDraft:
         original = (task.original_title or "").strip()
         budget = self.t.max_added_chars
-        have = _norm(original)
-        # selling points not already in the title, closest to the profile (and the query)
+        have = self._content(original)
+        query_words = self._content(task.query or "")
+        # the ad's claims not already in the title: this user's lift first; a query-aware
+        # title takes the claims the query asks for first (the query shapes the title)
         cands = []
         for p in dict.fromkeys(task.selling_points or []):
-            if not p or _norm(p) in have:
-                continue
-            score = float(pvec[p] @ prof)
-            if qvec is not None:
-                score = 0.5 * score + 0.5 * float(pvec[p] @ qvec)
-            cands.append((score, p))
-        cands.sort(key=lambda x: (-x[0], x[1]))
-        # at most one audience phrase, close to both this user and this ad
-        fit = np.minimum(to_profile, to_ad)
-        best = int(np.argmax(fit)) if len(fit) else -1
-        phrase = (self.phrases[best] if best >= 0 and fit[best] >= self.t.audience_min_z
-                  else "")
-        lead = f"{phrase[0].upper()}{phrase[1:]}: " if phrase else ""
-        if len(lead) > budget:
-            lead, phrase = "", ""
+            for claim in point_claims(p, budget - 2):
+                words = self._content(claim)
+                if not words or words <= have:
+                    continue
+                asked = len(words & query_words)
+                cands.append((-asked, -self.lift(words, counts, n), claim))
+        cands.sort()
+        lead = ""
+        if activity and any(activity.named_in(t) for t in [original, *task.selling_points]):
+            lead = f"{activity.audience[0].upper()}{activity.audience[1:]}: "
         chosen: list[str] = []
-        title = lead + original
-        for _, p in cands[: max(self.t.max_selling_points * 3, 1)]:
-            if len(chosen) >= self.t.max_selling_points:
+        wanted = 1 + bool(task.query and cands and cands[0][0] < 0)  # query's + the user's
+        wanted = min(wanted, self.t.max_selling_points)
+        for _, _, claim in cands:
+            if len(chosen) >= wanted:
                 break
-            longer = f"{title}, {p}"
-            if len(longer) - len(original) <= budget:
-                title, chosen = longer, chosen + [p]
-        return TitleDraft(phrase, chosen, title)
+            tail = ", ".join([*chosen, claim])
+            if len(lead) + len(tail) + 2 <= budget:
+                chosen.append(claim)
+            elif not chosen and lead and len(tail) + 2 <= budget:
+                lead = ""  # the user's point matters more than the framing
+                chosen.append(claim)
+        if lead:
+            title = lead + original + "".join(f", {c}" for c in chosen)
+        elif chosen and _zlib_bucket(original) == 0 and not task.query:
+            # point-led for a share of ads: variety in form, decided by the ad
+            head = chosen[0][0].upper() + chosen[0][1:]
+            title = f"{head}: {original}" + "".join(f", {c}" for c in chosen[1:])
+        else:
+            title = original + "".join(f", {c}" for c in chosen)
+        return TitleDraft(lead.rstrip(": ").lower() if lead else "", chosen, title)
+
+
+def _zlib_bucket(text: str, buckets: int = 3) -> int:
+    return zlib.crc32(text.encode()) % buckets
 
 
 def _ranked(found: dict[str, int], titles: list[str], top: int) -> list[str]:
@@ -305,11 +414,6 @@ def _ranked(found: dict[str, int], titles: list[str], top: int) -> list[str]:
     last = {g: max((i for i, t in enumerate(titles) if f" {g} " in f" {_norm(t)} "), default=-1)
             for g in found}
     return sorted(found, key=lambda g: (-found[g], -last[g], g))[:top]
-
-
-def _zscores(x: np.ndarray) -> np.ndarray:
-    """Per row: how far each column stands out from the row's other columns."""
-    return (x - x.mean(axis=1, keepdims=True)) / (x.std(axis=1, keepdims=True) + 1e-9)
 
 
 def _join(items: list[str]) -> str:
@@ -505,7 +609,7 @@ def make_teacher(cfg: Config, embed: Callable[[list[str]], np.ndarray] | None = 
     """The configured teacher. The chat teacher needs its endpoint in the environment."""
     t = cfg.creator.teacher
     if t.kind == "grounded":
-        return GroundedTeacher(cfg, embed or default_embedder(cfg))
+        return GroundedTeacher(cfg, embed)
     endpoint = ChatEndpoint.from_env(t.url_env, t.model_env, t.api_key_env, environ)
     if endpoint is None:
         raise UserError(f"creator.teacher.kind is chat but {t.url_env} / {t.model_env} are not "

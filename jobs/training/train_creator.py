@@ -188,6 +188,35 @@ def batch_losses(model: CreativeLLM, batch: list[dict], users: torch.Tensor,
     return {"loss": total, "gen": gen_loss, "cls": cls, "align": align, "recon": recon}
 
 
+def sample_examples(rows: list[dict], limit: int | None, seed: int) -> tuple[list[dict], int]:
+    """The training examples, at most `limit` (seeded). Examples whose ad other users got
+    a different title for come first, in whole groups: the same ad and prompt with
+    different targets is what makes the generation loss fall only by reading U (HLLM-
+    Creator §3.4). Returns (rows in their original order, how many are in such groups)."""
+    by_ad: dict[str, list[int]] = {}
+    for i, e in enumerate(rows):
+        by_ad.setdefault(f"{e['ad_id']}\0{e['query']}", []).append(i)
+    contrast = [g for g in by_ad.values() if len({rows[i]["title"] for i in g}) > 1]
+    n_contrast = sum(map(len, contrast))
+    if limit is None or len(rows) <= limit:
+        return rows, n_contrast
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for k in rng.permutation(len(contrast)):
+        group = contrast[k]
+        if len(keep) + len(group) > limit:
+            group = group[: max(limit - len(keep), 0)]
+            if len(group) < 2:
+                continue
+        keep += group
+    in_groups = len(keep)
+    rest = sorted(set(range(len(rows))) - set(keep))
+    if len(keep) < limit and rest:
+        keep += [rest[i] for i in rng.choice(len(rest), min(limit - len(keep), len(rest)),
+                                             replace=False)]
+    return [rows[i] for i in sorted(keep)], in_groups
+
+
 def _trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The tensors training changes (a frozen pretrained LM is not checkpointed whole)."""
     names = {n for n, p in module.named_parameters() if p.requires_grad}
@@ -224,10 +253,7 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
     examples = pq.read_table(dataset["outputs"]["examples"]["path"]).to_pylist()
     embeddings = load_user_embeddings(users_m["outputs"]["user_embeddings"]["path"])
     train_rows = [e for e in examples if e["split"] == "train" and e["user_id"] in embeddings]
-    if t.max_examples is not None and len(train_rows) > t.max_examples:
-        keep = np.random.default_rng(t.seed).choice(len(train_rows), t.max_examples,
-                                                   replace=False)
-        train_rows = [train_rows[i] for i in sorted(keep)]
+    train_rows, contrast = sample_examples(train_rows, t.max_examples, t.seed)
     if len(train_rows) < 2:
         raise UserError(f"cycle {cycle_id}'s dataset has {len(train_rows)} training examples "
                         "with a user embedding: nothing to train on")
@@ -252,6 +278,17 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
     config.user_dim = dim
     config.vocab_size = len(tokenizer)
     model = CreativeLLM(config, tokenizer)
+    user_init_r2 = None
+    if cfg.creator.model.user_init == "aligned":
+        item_text = dict(zip(*pq.read_table(features["outputs"]["items"]["path"],
+                                            columns=["item_hash", "item_text"]).to_pydict()
+                             .values(), strict=True))
+        known = [h for h in hashes if h in item_text]
+        user_init_r2 = model.align_user_projection(
+            item_table[torch.as_tensor([row_of[h] for h in known])],
+            [item_text[h] for h in known])
+        log.info("proj(U) aligned to the LM's token space on %d items (R² %.3f)",
+                 len(known), user_init_r2)
     device = pick_device(cfg.creator.device)
     model.to(device)
     trainable = model.freeze_lower_layers()
@@ -380,6 +417,9 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
         "trainable_parameters": trainable,
         "base_model": config.base_model,
         "trainable_layers": config.trainable_layers,
+        "user_init": cfg.creator.model.user_init,
+        "user_init_r2": round(user_init_r2, 4) if user_init_r2 is not None else None,
+        "contrast_examples": contrast,
         "loss_history": history,
         "notes": ("cls loss monitored only: with the HLLM frozen it has no trainable "
                   "parameters") if not end_to_end else "",

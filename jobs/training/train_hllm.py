@@ -49,7 +49,8 @@ def build_models(cfg: Config, item_dim: int) -> tuple[UserLLM, ItemUserPredictor
     user = UserLLM(UserLLMConfig(item_dim=item_dim, hidden_size=u.hidden_size,
                                  num_layers=u.num_layers, num_heads=u.num_heads,
                                  intermediate_size=u.intermediate_size,
-                                 max_history=u.max_history, base_model=u.base_model))
+                                 max_history=u.max_history, base_model=u.base_model,
+                                 history_skip=u.history_skip))
     p = cfg.hllm.predictor
     predictor = ItemUserPredictor(PredictorConfig(dim=item_dim, depth=p.depth, width=p.width,
                                                   dropout=p.dropout))

@@ -87,6 +87,8 @@ def test_fine_tuning_trains_the_top_layers_and_the_projection_only(tuned, base_d
     assert not torch.equal(_tensor(path / "lm", top), _tensor(base, top))  # trained
     assert (path / "user_projection.safetensors").is_file()
     assert json.loads((path / "lm" / "config.json").read_text())["vocab_size"] == 49152
+    # proj(U) started as the catalog-fitted map from the item space to SmolLM2's tokens
+    assert meta["user_init"] == "aligned" and meta["user_init_r2"] > 0.3
 
 
 def test_vllm_serves_it_with_grounded_titles_that_end_or_are_dropped(tuned):

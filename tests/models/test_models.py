@@ -104,3 +104,28 @@ def test_predictor_learns_a_simple_rule():
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     assert model(users[:4], pos[:4]).shape == (4,)
+
+
+def test_history_skip_adds_the_mean_of_the_history_to_u(tmp_path):
+    """With history_skip, U = the decoder's state at [USER] + gate * mean(history items),
+    padding excluded; it survives a save/load, and models saved before load without it."""
+    plain = small_user_llm()
+    skip = small_user_llm(history_skip=True)
+    skip.load_state_dict(plain.state_dict(), strict=False)  # same decoder and heads
+    a, b = torch.randn(3, 8), torch.randn(5, 8)
+    x, mask = left_pad([a, b], 6)
+    with torch.no_grad():
+        _, u_plain = plain(x, mask)
+        _, u_skip = skip(x, mask)
+    expected = u_plain + torch.stack([a.mean(0), b.mean(0)])  # gate starts at 1
+    assert torch.allclose(u_skip, expected, atol=1e-5)
+    skip.save(tmp_path / "s")
+    loaded = UserLLM.load(tmp_path / "s").eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(x, mask)[1], u_skip, atol=1e-6)
+    assert not UserLLM.load(_saved(plain, tmp_path / "p")).config.history_skip
+
+
+def _saved(model: UserLLM, path) -> object:
+    model.save(path)
+    return path

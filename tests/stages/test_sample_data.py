@@ -107,3 +107,35 @@ def test_jsonl_format(tmp_path):
     assert row["event_time"].endswith("Z")
     with pytest.raises(UserError):
         generate(SampleSpec(users=5, ads=5, format="csv"), tmp_path / "x", progress=False)
+
+
+def test_what_personas_value_and_do_shows_in_their_clicks(sample):
+    """Within a category, users click the ads that speak to what they value; users with an
+    activity click its products across categories. The hidden traits (`_personas`) are
+    ground truth for checks only: the raw tables carry no trace of them."""
+    import numpy as np
+
+    from jobs.sample.catalog_vocab import ACTIVITIES
+    from jobs.sample.sample_data import PERSONAS, VALUE_NAMES, value_hits
+
+    out, ads, clicks = sample
+    traits = {r["user_id"]: r for r in pq.read_table(out / PERSONAS).to_pylist()}
+    assert {c["user_id"] for c in clicks} <= set(traits)  # every clicking user has traits
+    assert {r["value"] for r in traits.values()} == set(VALUE_NAMES)
+    score = {a["ad_id"]: sum(value_hits(t) for t in [a["title"], *a["selling_points"]])
+             for a in ads}
+    # mean value score of clicked ads, for the users who hold the value vs those who don't
+    for k, value in enumerate(VALUE_NAMES):
+        mine = [score[c["ad_id"]][k] for c in clicks if traits[c["user_id"]]["value"] == value]
+        others = [score[c["ad_id"]][k] for c in clicks if traits[c["user_id"]]["value"] != value]
+        assert np.mean(mine) > 1.3 * np.mean(others), value
+    product = {a["ad_id"]: a["title"] for a in ads}
+    hikers = [c for c in clicks if traits[c["user_id"]]["activity"] == "hiking"]
+    rest = [c for c in clicks if traits[c["user_id"]]["activity"] != "hiking"]
+    hiking = [p for _, p in ACTIVITIES["hiking"]["products"]]
+
+    def share(cs):
+        return np.mean([any(p in product[c["ad_id"]] for p in hiking) for c in cs])
+
+    assert share(hikers) > 2 * share(rest)
+    assert "value" not in pq.read_table(out / "clicks").column_names

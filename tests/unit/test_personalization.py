@@ -40,6 +40,11 @@ def test_interests_are_click_weighted_and_readable(space, interests):
     assert all(abs(np.linalg.norm(v) - 1) < 1e-6 for v in interests.values())
     assert space.summary(interests["hikers"], 3).split(", ")[0] in {"hiking", "trail", "boots"}
     assert "office" in space.summary(interests["office"])
+    # what sets a cluster apart from the mean, without the excluded (brand) words
+    mean = np.mean(list(interests.values()), axis=0)
+    apart = space.summary(interests["hikers"], 4, against=mean, exclude={"trail"}).split(", ")
+    assert "trail" not in apart and set(apart) <= {"hiking", "boots", "backpack", "daypack",
+                                                   "waterproof"}
 
 
 def test_fidelity_rewards_fitting_titles_and_not_one_title_for_all(space, interests):
