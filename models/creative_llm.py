@@ -67,6 +67,11 @@ class CreativeLLMConfig:
     # formed by cosine, and a centroid (a mean of users) is much shorter than any user, so
     # only the direction is kept; training users and generation centroids then match.
     normalize_user: bool = True
+    # U minus the population's mean user before that scaling: a centroid is a mean of many
+    # users, so most of it is the direction every user shares; centred, what sets the
+    # cluster apart gets a typical user's weight, as each user's own deviation did in
+    # training (the mean is saved with the projection)
+    center_user: bool = False
     grounded_decoding: bool = True
     phrases: list[str] = field(default_factory=list)
     stopwords: list[str] = field(default_factory=list)  # words a title may add anywhere
@@ -105,6 +110,7 @@ class CreativeLLM(nn.Module):
         self.lm = lm
         self.hidden_size = lm.get_input_embeddings().embedding_dim
         self.user_proj = nn.Linear(config.user_dim, self.hidden_size)  # U -> position 1
+        self.register_buffer("user_center", torch.zeros(config.user_dim), persistent=False)
         if config.user_dim:
             self._match_token_scale()
         self.title_ids, self.point_ids, self.query_ids, self.out_ids = (
@@ -138,9 +144,7 @@ class CreativeLLM(nn.Module):
         emb = self.lm.get_input_embeddings().weight.float()
         targets = torch.stack([emb[torch.as_tensor(self._ids(" " + t)[:64] or [self.bos_id])
                                    ].mean(0) for t in texts])  # (n, H)
-        a = item_vecs.float()
-        if self.config.normalize_user:
-            a = F.normalize(a, dim=-1) * self.config.user_dim ** 0.5
+        a = self._prepare_users(item_vecs).float()
         a_mean, b_mean = a.mean(0), targets.mean(0)
         ac, bc = a - a_mean, targets - b_mean
         gram = ac.T @ ac
@@ -267,13 +271,23 @@ class CreativeLLM(nn.Module):
         last = mask.sum(1) - 1
         return hidden[torch.arange(len(seqs), device=x.device), last]
 
+    def set_user_center(self, users: torch.Tensor) -> None:
+        """Centre U on the mean of these users (the training population) from now on."""
+        self.user_center.copy_(users.float().mean(0).to(self.user_center.device))
+        self.config.center_user = True
+
+    def _prepare_users(self, users: torch.Tensor) -> torch.Tensor:
+        users = users.to(self.user_proj.weight.device, self.user_proj.weight.dtype)
+        if self.config.center_user:
+            users = users - self.user_center.to(users.dtype)
+        if self.config.normalize_user:
+            users = F.normalize(users, dim=-1) * self.config.user_dim ** 0.5
+        return users
+
     def user_features(self, users: torch.Tensor) -> torch.Tensor:
         """(B, H): proj(U), the LM-side user representation (position 0; the align loss
         supervises it). users (B, d_user)."""
-        users = users.to(self.user_proj.weight.device, self.user_proj.weight.dtype)
-        if self.config.normalize_user:
-            users = F.normalize(users, dim=-1) * self.config.user_dim ** 0.5
-        return self.user_proj(users)
+        return self.user_proj(self._prepare_users(users))
 
     def prompt_embeds(self, users: torch.Tensor, prompts: list[list[int]]) -> list[torch.Tensor]:
         """Per request a (1 + n_i, H) tensor [<s>, proj(U), token embeddings]: what vLLM
@@ -335,8 +349,10 @@ class CreativeLLM(nn.Module):
         self.lm.generation_config.bos_token_id = self.bos_id
         self.lm.save_pretrained(out / "lm")
         self.tokenizer.save_pretrained(out / "lm")
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.user_proj.state_dict().items()},
-                  out / "user_projection.safetensors")
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.user_proj.state_dict().items()}
+        if self.config.center_user:
+            tensors["user_center"] = self.user_center.detach().contiguous().cpu()
+        save_file(tensors, out / "user_projection.safetensors")
         (out / "creative_llm.json").write_text(json.dumps(asdict(self.config), indent=2))
 
     @classmethod
@@ -355,7 +371,11 @@ class CreativeLLM(nn.Module):
         else:
             lm = _EmbeddingOnly(path / "lm", AutoConfig.from_pretrained(path / "lm"))
         model = cls(config, tokenizer, lm=lm)
-        model.user_proj.load_state_dict(load_file(path / "user_projection.safetensors"))
+        tensors = load_file(path / "user_projection.safetensors")
+        center = tensors.pop("user_center", None)
+        model.user_proj.load_state_dict(tensors)
+        if center is not None:
+            model.user_center.copy_(center)
         return model.eval()
 
 

@@ -36,7 +36,7 @@ GENERATIONS_SCHEMA = pa.schema([
     ("generated_cycle_id", pa.string()), ("reused", pa.bool_()), ("output_tokens", pa.int32()),
 ])
 AUDIENCES = ["for runners", "for home cooks", "for travelers", "for gamers", "for pet owners",
-             "for commuters", "for new parents", "for gift givers"]
+             "for commuters", "for book lovers", "for gift givers"]
 
 
 def write_stage(cfg, cycle_id: str, stage: str, tables: dict[str, pa.Table],

@@ -170,6 +170,9 @@ class CreatorModelSettings(_Section):
     max_new_tokens: int = Field(64, gt=0)
     grounded_decoding: bool = True  # titles use only tokens of their ad, query and lexicons
     normalize_user: bool = True  # U scaled to a fixed norm before the projection (cosine space)
+    # U minus the population mean first (centroids keep what sets them apart); off by default
+    # until a cycle measures it (README "Known limits")
+    center_user: bool = False
     # how proj(U) starts: "aligned" = fitted from the Item LLM's space to the LM's token
     # embeddings on the catalog's texts (a user enters as a soft word of what they click);
     # "random" = a random projection at the tokens' scale

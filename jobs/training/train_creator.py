@@ -278,6 +278,8 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
     config.user_dim = dim
     config.vocab_size = len(tokenizer)
     model = CreativeLLM(config, tokenizer)
+    if cfg.creator.model.center_user:  # the cycle's users are the population centroids come from
+        model.set_user_center(torch.as_tensor(np.stack(list(embeddings.values()))))
     user_init_r2 = None
     if cfg.creator.model.user_init == "aligned":
         item_text = dict(zip(*pq.read_table(features["outputs"]["items"]["path"],

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from jobs.training.creator_tokenizer import OUT, POINT, QUERY, TITLE, train_tokenizer
 from jobs.training.teachers import (
@@ -247,3 +248,29 @@ def test_end_to_end_training_tunes_the_user_llm_too(tiny_cycle, tmp_path_factory
     tuned = UserLLM.load(path / "hllm" / "user_llm").state_dict()
     base = UserLLM.load(require_artifact(cfg, HLLM) / "user_llm").state_dict()
     assert any(not torch.equal(tuned[k], base[k]) for k in base)  # gradients reached it
+
+
+def test_users_are_centred_on_the_population_mean_and_it_is_saved(tmp_path):
+    """With a centre, U enters as its deviation from the training users' mean (so a
+    centroid, itself mostly that mean, keeps what sets it apart); the mean is saved."""
+    torch.manual_seed(0)
+    tok = train_tokenizer(CORPUS, 400)
+    m = CreativeLLM(CreativeLLMConfig(vocab_size=len(tok), hidden_size=64, num_layers=2,
+                                      num_heads=2, intermediate_size=128), tok)
+    population = torch.randn(50, 384) + 5.0  # a large shared direction
+    u = population[:3]
+    before = m.user_features(u)
+    m.set_user_center(population)
+    assert m.config.center_user
+    centred = m.user_features(u)
+    assert not torch.allclose(before, centred)
+    expected = m.user_proj(F.normalize(u - population.mean(0), dim=-1) * 384 ** 0.5)
+    assert torch.allclose(centred, expected, atol=1e-5)
+    # two centroids that differ a little apart from the shared direction stay apart
+    a, b = population[:25].mean(0), population[25:].mean(0)
+    cos = F.cosine_similarity
+    uncentred = [m.user_proj(F.normalize(v, dim=0)[None] * 384 ** 0.5) for v in (a, b)]
+    assert cos(m.user_features(a[None]), m.user_features(b[None])) < cos(*uncentred)
+    m.save(tmp_path / "c")
+    loaded = CreativeLLM.load(tmp_path / "c", with_lm=False)
+    assert torch.allclose(loaded.user_features(u), centred, atol=1e-6)
