@@ -21,10 +21,17 @@ Measures, per family F: recall (rows labeled F that a rule of F flags), the shar
 killed for any reason, precision (rows a rule of F flags that are labeled F); overall: the
 share of bad titles killed, false kills (share of clean titles killed) and the precision
 of a kill. Every disagreement between label and verdict is listed.
+
+Dev and held-out test: every row belongs to one split (`split_of`), fixed by a seeded hash
+of its ad's original title, so all titles of an ad (and of ads sharing a title) fall in one
+split: about 60% of the ads are `dev` (rules are developed by reading its disagreements),
+40% `test` (held out: measured, not read while writing rules). The measures are reported
+for the whole set and for each split; a disagreement names its split.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +45,18 @@ from jobs.stages.badcase_rules import FAMILY_OF, RULES
 CROSS_ROW = {"duplicate_variant"}  # needs the cycle's other rows; never fires on a set
 # kill_badcases.judge_rows: (generations, config, active ads, progress) -> (reasons, details)
 JudgeRows = Callable[..., tuple[list[list[str]], list[list[str]]]]
+
+
+SPLIT_SEED = "badcase-split-2026"  # fixed once; changing it reshuffles dev and test
+TEST_SHARE = 0.4
+
+
+def split_of(original_title: str | None) -> str:
+    """`dev` or `test` for a row, from a seeded hash of its ad's original title (case and
+    spacing ignored): deterministic, and one ad's titles never straddle the splits."""
+    key = " ".join((original_title or "").casefold().split())
+    h = hashlib.sha256(f"{SPLIT_SEED}\0{key}".encode()).hexdigest()[:12]
+    return "test" if int(h, 16) / 16 ** 12 < TEST_SHARE else "dev"
 
 
 def read_labeled(path: Path) -> list[dict[str, Any]]:
@@ -72,6 +91,7 @@ def read_labeled(path: Path) -> list[dict[str, Any]]:
         if (label == "bad") != bool(families):
             raise UserError(f"{path}:{n}: a bad row names its families, a clean row none")
         rows.append({**row, "id": str(row.get("id") or f"line{n}"), "label": label,
+                     "split": split_of(row.get("original_title")),
                      "families": list(dict.fromkeys(families)),
                      "also": [f for f in dict.fromkeys(also) if f not in families]})
     if not rows:
@@ -132,11 +152,9 @@ def _ratio(a: int, b: int) -> float | None:
     return round(a / b, 4) if b else None
 
 
-def evaluate(cfg: Config, path: Path, judge_rows: JudgeRows) -> dict[str, Any]:
-    """The killer (`judge_rows`) against the labels of the set at `path` (see the module
-    docstring)."""
-    rows = read_labeled(path)
-    verdicts = killer_verdicts(cfg, rows, judge_rows)
+def _measure(rows: list[dict], verdicts: list[tuple[list[str], list[str]]]
+             ) -> dict[str, Any]:
+    """Verdict, per-family and clean measures and the disagreements of `rows`."""
     fam = {f: {"labeled": 0, "caught": 0, "killed": 0, "flagged": 0, "flagged_right": 0}
            for f in RULES}
     sources: dict[str, Counter] = {}
@@ -156,9 +174,10 @@ def evaluate(cfg: Config, path: Path, judge_rows: JudgeRows) -> dict[str, Any]:
             fam[f]["labeled"] += 1
             fam[f]["caught"] += int(f in flagged)
             fam[f]["killed"] += int(killed)
-        entry = {"id": r["id"], "source": r.get("source"), "title": r.get("title"),
-                 "original_title": r.get("original_title"), "query": r.get("query"),
-                 "label": r["label"], "families": r["families"], "note": r.get("note") or "",
+        entry = {"id": r["id"], "source": r.get("source"), "split": r.get("split"),
+                 "title": r.get("title"), "original_title": r.get("original_title"),
+                 "query": r.get("query"), "label": r["label"], "families": r["families"],
+                 "note": r.get("note") or "",
                  "killer": "killed" if killed else "passed", "reasons": codes,
                  "details": details}
         if r["label"] == "bad":
@@ -174,13 +193,12 @@ def evaluate(cfg: Config, path: Path, judge_rows: JudgeRows) -> dict[str, Any]:
             clean_reasons.update(codes)
             if killed:
                 false_kills.append(entry)
-    versions = Counter(str(r.get("guideline_version") or "none") for r in rows)
     families = {f: {**c, "recall": _ratio(c["caught"], c["labeled"]),
                     "kill_rate": _ratio(c["killed"], c["labeled"]),
                     "precision": _ratio(c["flagged_right"], c["flagged"])}
                 for f, c in fam.items()}
     return {
-        "path": str(path), "rows": len(rows), "guideline_versions": dict(versions),
+        "rows": len(rows),
         "sources": {s: {"clean": c["clean"], "bad": c["bad"]} for s, c in sources.items()},
         "verdict": {"bad": n_bad, "bad_killed": n_bad_killed,
                     "kill_recall": _ratio(n_bad_killed, n_bad),
@@ -197,6 +215,21 @@ def evaluate(cfg: Config, path: Path, judge_rows: JudgeRows) -> dict[str, Any]:
     }
 
 
+def evaluate(cfg: Config, path: Path, judge_rows: JudgeRows) -> dict[str, Any]:
+    """The killer (`judge_rows`) against the labels of the set at `path` (see the module
+    docstring): the whole set's measures, and under `splits` those of `dev` and `test`."""
+    rows = read_labeled(path)
+    verdicts = killer_verdicts(cfg, rows, judge_rows)
+    versions = Counter(str(r.get("guideline_version") or "none") for r in rows)
+    splits = {}
+    for name in ("dev", "test"):
+        idx = [i for i, r in enumerate(rows) if r["split"] == name]
+        m = _measure([rows[i] for i in idx], [verdicts[i] for i in idx])
+        splits[name] = {k: m[k] for k in ("rows", "verdict", "families", "clean")}
+    return {"path": str(path), "guideline_versions": dict(versions),
+            **_measure(rows, verdicts), "splits": splits}
+
+
 def _pct(x: float | None) -> str:
     return "   n/a" if x is None else f"{100 * x:5.1f}%"
 
@@ -205,7 +238,8 @@ def _row_lines(e: dict) -> list[str]:
     what = (f"label {e['label']}" + (f" [{', '.join(e['families'])}]" if e["families"] else "")
             + (f": {e['note']}" if e["note"] else ""))
     killer = e["killer"] + (f" [{'; '.join(e['details'])}]" if e["details"] else "")
-    lines = [f"  {e['id']} ({e['source']}) {e['title']!r}",
+    lines = [f"  {e['id']} ({e['source']}) {e['title']!r}"
+             + (f"  [{e['split']}]" if e.get("split") else ""),
              f"      original: {e['original_title']!r}"
              + (f"  query: {e['query']!r}" if e.get("query") else ""),
              f"      {what}",
@@ -213,15 +247,9 @@ def _row_lines(e: dict) -> list[str]:
     return lines
 
 
-def format_report(result: dict[str, Any]) -> str:
-    """The `eval badcase` report: summary, per-family table, every disagreement."""
-    versions = ", ".join(f"{v} ({n} rows)" for v, n in result["guideline_versions"].items())
-    v = result["verdict"]
-    lines = [f"labeled set: {result['path']}: {result['rows']} rows; guideline {versions}"]
-    for s, c in result["sources"].items():
-        lines.append(f"  {s:<14} {c['clean'] + c['bad']:>5} rows: {c['clean']:>4} clean, "
-                     f"{c['bad']:>4} bad")
-    lines += [
+def _summary_lines(m: dict[str, Any]) -> list[str]:
+    v = m["verdict"]
+    lines = [
         f"bad titles killed: {v['bad_killed']} of {v['bad']} ({_pct(v['kill_recall']).strip()})"
         f"; clean titles killed (false kills): {v['clean_killed']} of {v['clean']} "
         f"({_pct(v['false_kill_rate']).strip()}); precision of a kill: "
@@ -230,15 +258,30 @@ def format_report(result: dict[str, Any]) -> str:
         f"{'family':<12} {'labeled':>7} {'caught':>7} {'recall':>7} {'killed':>7} "
         f"{'flagged':>8} {'right':>6} {'precision':>9}",
     ]
-    for f, c in result["families"].items():
+    for f, c in m["families"].items():
         lines.append(f"{f:<12} {c['labeled']:>7} {c['caught']:>7} {_pct(c['recall']):>7} "
                      f"{_pct(c['kill_rate']):>7} {c['flagged']:>8} {c['flagged_right']:>6} "
                      f"{_pct(c['precision']):>9}")
-    lines.append("  caught: flagged by a rule of the family; killed: killed for any reason; "
-                 "right: flagged rows labeled with the family")
-    cl = result["clean"]
+    cl = m["clean"]
     if cl["by_reason"]:
         lines.append(f"false kills by reason: {dict(sorted(cl['by_reason'].items()))}")
+    return lines
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The `eval badcase` report: summary, per-family table, every disagreement."""
+    versions = ", ".join(f"{v} ({n} rows)" for v, n in result["guideline_versions"].items())
+    lines = [f"labeled set: {result['path']}: {result['rows']} rows; guideline {versions}"]
+    for s, c in result["sources"].items():
+        lines.append(f"  {s:<14} {c['clean'] + c['bad']:>5} rows: {c['clean']:>4} clean, "
+                     f"{c['bad']:>4} bad")
+    lines += _summary_lines(result)
+    lines.append("  caught: flagged by a rule of the family; killed: killed for any reason; "
+                 "right: flagged rows labeled with the family")
+    for name, m in (result.get("splits") or {}).items():
+        lines += ["", f"split {name} ({m['rows']} rows; "
+                      + ("held out" if name == "test" else "rules developed on it") + "):"]
+        lines += _summary_lines(m)
     d = result["disagreements"]
     lines += ["", f"disagreements: {len(d['missed']) + len(d['false_kill'])} "
                   f"(every one listed)",

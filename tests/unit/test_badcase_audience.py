@@ -98,15 +98,16 @@ def test_the_query_licenses_a_group_only_when_the_lexicon_says_so(lex, tmp_path)
     src = AdSource("Greenthumb Works Cordless Compost Bin", ["Tool-free assembly"],
                    "compost bin for women", "Greenthumb Works")
     title = "Compost Bin for Women, Greenthumb Works, tool-free assembly"
-    assert lex.protected_query_licenses  # the default: a search echoed is the user's words
-    assert "protected_attribute" not in {c for c, _ in judge_title(title, src, lex)}
-    strict = tmp_path / "sensitive_terms.yaml"
-    strict.write_text(cfg.badcase.sensitive_terms.read_text().replace(
-        "protected_audiences_licensed_by_query: true",
-        "protected_audiences_licensed_by_query: false"))
-    cfg.badcase.sensitive_terms = strict
-    assert ("protected_attribute", "women") in judge_title(title, src,
-                                                           load_lexicons(cfg.badcase))
+    # the default follows guideline v1: the query alone does not license a group
+    assert not lex.protected_query_licenses
+    assert ("protected_attribute", "women") in judge_title(title, src, lex)
+    lenient = tmp_path / "sensitive_terms.yaml"
+    lenient.write_text(cfg.badcase.sensitive_terms.read_text().replace(
+        "protected_audiences_licensed_by_query: false",
+        "protected_audiences_licensed_by_query: true"))
+    cfg.badcase.sensitive_terms = lenient
+    assert "protected_attribute" not in {c for c, _ in judge_title(
+        title, src, load_lexicons(cfg.badcase))}
 
 
 @pytest.mark.parametrize("title,src,expected", [

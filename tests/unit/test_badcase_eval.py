@@ -134,3 +134,28 @@ def test_labels_are_checked(tmp_path):
         read_labeled(write_set(tmp_path / "b.jsonl", [odd]))
     with pytest.raises(UserError, match="not found"):
         read_labeled(tmp_path / "missing.jsonl")
+
+
+def test_dev_and_held_out_test_splits_by_ad(real_result):
+    from jobs.stages.badcase_eval import split_of
+
+    rows = read_labeled(REAL)
+    by_ad: dict[str, set[str]] = {}
+    for r in rows:
+        assert r["split"] == split_of(r["original_title"]) in ("dev", "test")
+        by_ad.setdefault(r["ad_id"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_ad.values())  # one ad's titles in one split
+    assert split_of("Voltaro Earbuds") == split_of("  voltaro  EARBUDS ")  # seeded, stable
+    n_test = sum(r["split"] == "test" for r in rows)
+    assert 0.3 <= n_test / len(rows) <= 0.5
+    splits = real_result["splits"]
+    assert splits["dev"]["rows"] + splits["test"]["rows"] == real_result["rows"]
+    for key in ("bad", "clean", "bad_killed", "clean_killed"):
+        assert (splits["dev"]["verdict"][key] + splits["test"]["verdict"][key]
+                == real_result["verdict"][key])
+    report = format_eval(real_result)
+    assert "split dev (" in report and "split test (" in report
+    listed = re.findall(r"^  \S+ \((?:sample-cycle|amazon-cycle|planted)\) .*  \[(dev|test)\]$",
+                        report, re.M)
+    d = real_result["disagreements"]
+    assert len(listed) >= len(d["missed"]) + len(d["false_kill"])

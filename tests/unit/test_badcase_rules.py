@@ -66,6 +66,9 @@ def test_stemming_maps_inflections_together():
     ("Voltaro Earbuds for New York commuters", "location_not_in_source"),
     ("Sonique sound in Voltaro earbuds", "other_advertiser_brand"),
     ("Voltaro earbuds: the best in the world", "absolute_claim"),
+    # the query does not license a ranking (guideline v1): SRC's query is "best wireless
+    # earbuds"
+    ("Best wireless earbuds: Voltaro Waterproof Earbuds", "absolute_claim"),
     ("Voltaro earbuds cure headaches", "medical_claim"),
     ("Make money fast with Voltaro earbuds", "financial_promise"),
     ("Voltaro earbuds for seniors", "protected_attribute"),
@@ -86,7 +89,7 @@ def test_each_rule_fires(lex, title, expected):
     "Voltaro Wireless Earbuds for runners - Up to 30 hours of playback",
     "Meet the Voltaro Waterproof Wireless Earbuds: IPX7 water resistance",
     "Voltaro compact earbuds, free shipping on orders over $35",
-    "Best wireless earbuds: Voltaro Waterproof Earbuds",
+    "Wireless earbuds: Voltaro Waterproof Earbuds",  # the query's topic words
     "Voltaro earbuds rated 4.7 out of 5 by customers",
     "Voltaro earbuds for music lovers: IPX7 water resistance",
 ])
