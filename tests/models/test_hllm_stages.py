@@ -192,7 +192,8 @@ def test_promotion_keeps_the_better_version(trained, tmp_path):
     worse = tmp_path / "worse"
     weak = cfg.model_copy(deep=True)
     weak.hllm.train.epochs = 1
-    weak.hllm.train.lr = 1e-6  # barely trained: cannot beat the current version
+    weak.hllm.train.lr = 1e-6  # barely trained: cannot beat the current version ...
+    weak.hllm.user_llm.history_skip = False  # ... nor lean on the mean of the history
     train_hllm.train(weak, CYCLE, out_dir=worse, progress=False)
     decision = promote_hllm(cfg, worse, CYCLE)
     assert decision["promoted"] is False

@@ -82,7 +82,9 @@ def test_items_active_ads_and_queries(happy, tiny_sample):
     items = {i["item_hash"]: i for i in table(m, "items")}
     assert all(a["item_hash"] in items for a in out)
     for a in out:
-        assert items[a["item_hash"]]["item_text"] == f"{a['title']} | {a['brand']} | {a['category']}"
+        # what the Item LLM reads: title, brand, category and the selling points
+        assert items[a["item_hash"]]["item_text"] == " | ".join(
+            [a["title"], a["brand"], a["category"], *a["selling_points"]])
     assert len({a["content_hash"] for a in out}) == len(out)
 
     clicks = pq.read_table(tiny_sample / "clicks").to_pylist()
