@@ -39,10 +39,11 @@ from torch import nn
 
 # Prompt structure markers: special tokens of a tokenizer trained here (the test fixture),
 # or, for a pretrained tokenizer without them, these texts in its own tokens.
-TITLE, POINT, QUERY, OUT, PROFILE, INTEREST = (
-    "[TITLE]", "[POINT]", "[QUERY]", "[OUT]", "[PROFILE]", "[INTEREST]")
+TITLE, POINT, QUERY, OUT, PROFILE, INTEREST, PLAN = (
+    "[TITLE]", "[POINT]", "[QUERY]", "[OUT]", "[PROFILE]", "[INTEREST]", "[PLAN]")
 MARKER_TEXT = {TITLE: "Product title:", POINT: "\nSelling point:", QUERY: "\nSearch query:",
-               OUT: "\nAd title:", PROFILE: "User interests:", INTEREST: "\nIn short:"}
+               OUT: "\nAd title:", PROFILE: "User interests:", INTEREST: "\nIn short:",
+               PLAN: "\nHighlight:"}
 
 
 @dataclass
@@ -72,6 +73,8 @@ class CreativeLLMConfig:
     # cluster apart gets a typical user's weight, as each user's own deviation did in
     # training (the mean is saved with the projection)
     center_user: bool = False
+    # the prompt carries the audience's point plan (False for models saved before it)
+    use_plan: bool = False
     grounded_decoding: bool = True
     phrases: list[str] = field(default_factory=list)
     stopwords: list[str] = field(default_factory=list)  # words a title may add anywhere
@@ -116,6 +119,7 @@ class CreativeLLM(nn.Module):
         self.title_ids, self.point_ids, self.query_ids, self.out_ids = (
             self._marker(TITLE), self._marker(POINT), self._marker(QUERY), self._marker(OUT))
         self.profile_ids, self.interest_ids = self._marker(PROFILE), self._marker(INTEREST)
+        self.plan_ids = self._marker(PLAN)
         self.bos_id = tokenizer.bos_token_id
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -184,11 +188,12 @@ class CreativeLLM(nn.Module):
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def prompt_ids(self, title: str, selling_points: list[str] | None,
-                   query: str | None) -> tuple[list[int], dict[str, int]]:
+    def prompt_ids(self, title: str, selling_points: list[str] | None, query: str | None,
+                   plan: list[str] | None = None) -> tuple[list[int], dict[str, int]]:
         """The ad part of the prompt (after U). Returns (ids, truncation counts): a title
         past `max_title_tokens` is cut; selling points are dropped from the end (then the
-        query is cut) until U + the prompt fit `max_prompt_tokens`."""
+        query is cut) until U + the prompt fit `max_prompt_tokens`. `plan`: the claims this
+        audience's title should carry (jobs/stages/point_plan.py), kept whole."""
         c = self.config
         title_ids = self._ids(" " + (title or ""))
         counts = {"title_truncated": int(len(title_ids) > c.max_title_tokens),
@@ -196,7 +201,10 @@ class CreativeLLM(nn.Module):
         head = [self.bos_id, *self.title_ids] + title_ids[: c.max_title_tokens]
         points = [self.point_ids + self._ids(" " + p) for p in (selling_points or []) if p]
         tail = self.query_ids + self._ids(" " + query) if query else []
-        budget = c.max_prompt_tokens - 1 - len(self.out_ids)  # U and the output marker
+        plan = plan if c.use_plan else None
+        highlight = [i for p in (plan or []) if p for i in self.plan_ids + self._ids(" " + p)]
+        # U, the plan and the output marker
+        budget = c.max_prompt_tokens - 1 - len(self.out_ids) - len(highlight)
         while points and len(head) + sum(map(len, points)) + len(tail) > budget:
             points.pop()
             counts["points_dropped"] += 1
@@ -204,7 +212,7 @@ class CreativeLLM(nn.Module):
         if len(tail) > room:
             tail = tail[: max(room, 0)]
             counts["query_truncated"] = 1
-        return head + [i for p in points for i in p] + tail + self.out_ids, counts
+        return head + [i for p in points for i in p] + tail + highlight + self.out_ids, counts
 
     def target_ids(self, title: str) -> list[int]:
         return self._ids(" " + title)[: self.config.max_new_tokens - 1] + [self.eos_id]

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.platform.config import Config
@@ -150,6 +151,31 @@ def _fidelity(cfg: Config, cycle_id: str, rows: list[dict], titles: list[str],
     }
 
 
+def _grid_planner(cfg: Config, cycle_id: str, group_of: dict[str, int], centres: np.ndarray):
+    """(ad row, centre) -> the centre's point plan, as match_ads gives a cluster's."""
+    from jobs.stages.badcase_rules import read_lines
+    from jobs.stages.point_plan import ClusterWordLift, choose_claims, rank_claims
+
+    features = read_manifest(stage_dir(cfg.lake, cycle_id, "extract_features"))
+    stopwords = {w.lower() for w in read_lines(cfg.badcase.stopwords)}
+    lift = ClusterWordLift.from_clicks(
+        pq.read_table(features["outputs"]["items"]["path"], columns=["item_hash", "item_text"]),
+        pq.read_table(features["outputs"]["user_sequences"]["path"],
+                      columns=["user_id", "item_hashes"]),
+        pa.table({"user_id": list(group_of), "cluster_id": pa.array(list(group_of.values()),
+                                                                     pa.int64())}),
+        dict(enumerate(centres)), cfg.match.plan_neighbours, stopwords)
+    t = cfg.creator.teacher
+
+    def plan(ad: dict, centre: int) -> list[str]:
+        return choose_claims(rank_claims(ad["original_title"], ad["selling_points"], None,
+                                         lambda w: lift.lift(centre, w), stopwords,
+                                         t.max_added_chars - 2),
+                             None, t.max_selling_points, t.max_added_chars)
+
+    return plan
+
+
 def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str | None = None,
                       progress: bool = False) -> dict[str, Any]:
     e = cfg.creator.eval
@@ -168,8 +194,10 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str |
     engine = make_engine(cfg, Path(artifact), backend)
     try:
         model = engine.model
-        prompts = [model.prompt_ids(r["original_title"], r["selling_points"], r["query"])[0]
-                   for r in rows]
+        # the teacher's chosen claims are the user's plan (what a cycle's planner gives a
+        # cluster); the control below keeps the plan and swaps U: what U adds beyond it
+        prompts = [model.prompt_ids(r["original_title"], r["selling_points"], r["query"],
+                                    r["chosen_selling_points"])[0] for r in rows]
         users = np.stack([embeddings[r["user_id"]] for r in rows])
         seeds = [request_seed(cfg.generate.seed, f"{r['user_id']}:{r['ad_id']}") for r in rows]
         sources = [(r["original_title"], r["selling_points"], r["query"]) for r in rows]
@@ -191,17 +219,19 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str |
         centres = km.cluster_centers_.astype(np.float32)
         ads = list({r["ad_id"]: r for r in rows}.values())[: e.ads]
         grid = [(a, c) for a in ads for c in range(k)]
-        grid_args = (
-            [model.prompt_ids(a["original_title"], a["selling_points"], None)[0]
-             for a, _ in grid],
-            [request_seed(cfg.generate.seed, f"{a['ad_id']}:{c}") for a, c in grid])
+        plan = _grid_planner(cfg, cycle_id, dict(zip(user_ids, km.labels_.tolist(),
+                                                     strict=True)), centres)
+        grid_seeds = [request_seed(cfg.generate.seed, f"{a['ad_id']}:{c}") for a, c in grid]
         grid_sources = [(a["original_title"], a["selling_points"], None) for a, _ in grid]
-        d_out = engine.generate(centres[[c for _, c in grid]], *grid_args,
-                                sources=grid_sources)
-        # control: each cluster's slot filled with another cluster's centre
+        d_out = engine.generate(centres[[c for _, c in grid]], [
+            model.prompt_ids(a["original_title"], a["selling_points"], None, plan(a, c))[0]
+            for a, c in grid], grid_seeds, sources=grid_sources)
+        # control: each cluster's slot filled with another cluster's centre and plan
         swap = np.roll(np.arange(k), 1)
-        d_shuf = engine.generate(centres[[swap[c] for _, c in grid]], *grid_args,
-                                 sources=grid_sources)
+        d_shuf = engine.generate(centres[[swap[c] for _, c in grid]], [
+            model.prompt_ids(a["original_title"], a["selling_points"], None,
+                             plan(a, int(swap[c])))[0] for a, c in grid],
+            grid_seeds, sources=grid_sources)
     finally:
         engine.close()
 

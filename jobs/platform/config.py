@@ -148,6 +148,9 @@ class Match(_Section):
     queries_per_ad: int = Field(1, ge=0)  # top-N search queries of the ad (from ad_queries)
     candidates: int = Field(8, ge=0)  # clusters per ad the predictor re-ranks (0 = all)
     batch_size: int = Field(8192, gt=0)  # (ad, cluster) pairs per predictor batch
+    # the point plan: a cluster's claims ranked by its word lift over this many nearest
+    # clusters (jobs/stages/point_plan.py); 0: no plan (the Creative LLM reads U alone)
+    plan_neighbours: int = Field(3, ge=0)
 
 
 class CreatorModelSettings(_Section):
@@ -177,6 +180,9 @@ class CreatorModelSettings(_Section):
     # embeddings on the catalog's texts (a user enters as a soft word of what they click);
     # "random" = a random projection at the tokens' scale
     user_init: Literal["aligned", "random"] = "aligned"
+    # the prompt carries the audience's point plan (jobs/stages/point_plan.py): the teacher's
+    # chosen claims in training, the cluster's ranked claims in a cycle
+    use_plan: bool = True
 
 
 class TeacherSettings(_Section):
@@ -208,13 +214,13 @@ class DatasetSettings(_Section):
 
 
 class CreatorTrainSettings(_Section):
-    epochs: int = Field(1, gt=0)
+    epochs: int = Field(2, gt=0)
     batch_size: int = Field(16, gt=0)
     max_examples: int | None = Field(400, gt=0)  # a seeded sample of the training examples
-    lr: float = Field(2e-4, gt=0)  # the LM's trainable layers
+    lr: float = Field(4e-4, gt=0)  # the LM's trainable layers
     proj_lr: float = Field(2e-3, gt=0)  # the projection of U (new, randomly initialized)
     weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(20, ge=0)
+    warmup_steps: int = Field(5, ge=0)  # a CPU run is ~50 steps: most of them at full rate
     gen_weight: float = Field(1.0, ge=0)
     cls_weight: float = Field(1.0, ge=0)  # click classification through the Item-User Predictor
     align_weight: float = Field(1.0, ge=0)  # InfoNCE: U vs the interest-description feature V

@@ -499,7 +499,8 @@ def _generate(cfg: Config, cycle_id: str, pending: list[dict], prompter, centroi
     to `counts`."""
     prompts, sources = [], []
     for r in pending:
-        ids_, trunc = prompter.prompt_ids(r["title"], r["selling_points"], r["query"])
+        ids_, trunc = prompter.prompt_ids(r["title"], r["selling_points"], r["query"],
+                                          r.get("plan"))
         prompts.append(ids_)
         sources.append([r["title"], r["selling_points"], r["query"]])
         for k, v in trunc.items():

@@ -50,13 +50,15 @@ REQUEST_SCHEMA = pa.schema([
     ("cluster_id", pa.int32()), ("cluster_rank", pa.int16()), ("strategy", pa.string()),
     ("query", pa.string()), ("score", pa.float32()), ("centroid_version", pa.string()),
     ("hllm_version", pa.string()), ("creator_version", pa.string()),
+    ("plan", pa.list_(pa.string())),
 ])
 
 
 def request_id(ad_content_hash: str, cluster_id: int, centroid_version: str, strategy: str,
-               query: str | None, creator_version: str) -> str:
-    key = json.dumps([ad_content_hash, int(cluster_id), centroid_version, strategy, query,
-                      creator_version], ensure_ascii=False)
+               query: str | None, creator_version: str, plan: list[str] | None = None) -> str:
+    parts = [ad_content_hash, int(cluster_id), centroid_version, strategy, query,
+             creator_version]
+    key = json.dumps(parts + [list(plan)] if plan else parts, ensure_ascii=False)
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -100,6 +102,34 @@ def score_clusters(predictor, items: np.ndarray, centroids: np.ndarray, top: int
     probs = probs.reshape(n_ads, m)
     order = np.lexsort((cand, -probs))[:, :top]  # by score, then by row
     return np.take_along_axis(cand, order, 1), np.take_along_axis(probs, order, 1)
+
+
+def cluster_planner(cfg: Config, features: dict, clusters_m: dict, cents: pa.Table):
+    """(ad row, cluster id, query) -> the claims that cluster's title should carry: the
+    cluster's word lift over its nearest clusters (jobs/stages/point_plan.py)."""
+    from jobs.stages.badcase_rules import read_lines
+    from jobs.stages.point_plan import ClusterWordLift, choose_claims, rank_claims
+
+    stop_file = Path(cfg.badcase.stopwords)
+    stopwords = {w.lower() for w in read_lines(stop_file)} if stop_file.is_file() else set()
+    lift = ClusterWordLift.from_clicks(
+        pq.read_table(features["outputs"]["items"]["path"], columns=["item_hash", "item_text"]),
+        pq.read_table(features["outputs"]["user_sequences"]["path"],
+                      columns=["user_id", "item_hashes"]),
+        pq.read_table(clusters_m["outputs"]["assignments"]["path"],
+                      columns=["user_id", "cluster_id"]),
+        dict(zip(cents.column("cluster_id").to_pylist(), _matrix(cents, "centroid"),
+                 strict=True)),
+        cfg.match.plan_neighbours, stopwords)
+    t = cfg.creator.teacher
+
+    def plan(ad: dict, cluster_id: int, query: str | None) -> list[str]:
+        ranked = rank_claims(ad["title"], ad["selling_points"], query,
+                             lambda words: lift.lift(cluster_id, words), stopwords,
+                             t.max_added_chars - 2)
+        return choose_claims(ranked, query, t.max_selling_points, t.max_added_chars)
+
+    return plan
 
 
 def _load_inputs(cfg: Config, cycle_id: str) -> dict[str, Any]:
@@ -156,19 +186,21 @@ def match(cfg: Config, cycle_id: str, manifests: dict[str, dict], predictor, hll
 
     cols: dict[str, list] = {f.name: [] for f in REQUEST_SCHEMA}
     ad = ads.take(pa.array(matched)).to_pylist() if len(matched) else []
+    planner = cluster_planner(cfg, features, clusters_m, cents) if mc.plan_neighbours else None
 
     def add(a: dict, rank: int, c_row: int, score: float, strategy: str, query: str | None):
         cid = int(cluster_ids[c_row])
+        plan = planner(a, cid, query) if planner else []
         values = {
             "request_id": request_id(a["content_hash"], cid, centroid_version, strategy, query,
-                                     creator_version),
+                                     creator_version, plan),
             "ad_id": a["ad_id"], "advertiser_id": a["advertiser_id"],
             "ad_content_hash": a["content_hash"], "title": a["title"],
             "selling_points": a["selling_points"] or [], "brand": a["brand"],
             "category": a["category"], "cluster_id": cid, "cluster_rank": rank + 1,
             "strategy": strategy, "query": query, "score": float(score),
             "centroid_version": centroid_version, "hllm_version": hllm_version,
-            "creator_version": creator_version}
+            "creator_version": creator_version, "plan": plan}
         for k, v in values.items():
             cols[k].append(v)
 
@@ -246,7 +278,7 @@ def run(cfg: Config, cycle_id: str, force: bool = False,
     inputs = {s: {"finished_at": m["finished_at"], "outputs": m["outputs"]}
               for s, m in manifests.items()}
     inputs |= {"hllm_version": hllm_version, "creator_version": creator_version,
-               "code": fingerprint_code(Path(__file__))}
+               "code": fingerprint_code(Path(__file__), Path(__file__).with_name("point_plan.py"))}
 
     def build(out: Path) -> StageOutput:
         predictor = ItemUserPredictor.load(artifact / "predictor").eval()

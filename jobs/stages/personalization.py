@@ -160,17 +160,25 @@ def cross_cluster_fidelity(titles: Mapping[Any, Mapping[Any, str]],
 
 
 def query_uptake(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """rows: {query, sources (the ad's texts), query_aware, query_free} per (ad, cluster) that
-    has both titles. A use: a query word that the ad's texts support, in the query-aware
+    """rows: {query, sources (the ad's texts, title first), query_aware, query_free} per
+    (ad, cluster) that has both titles. A use: a query word that the ad's texts support, in the query-aware
     title and not in the query-free one."""
-    n, used = 0, 0
+    n, used, open_n, open_used = 0, 0, 0, 0
     for r in rows:
         q = _words(r["query"]) & set().union(*(_words(s) for s in r["sources"]))
         if not q:
             continue  # the ad supports no word of the query: nothing to take up
         n += 1
-        used += bool((q & _words(r["query_aware"])) - _words(r["query_free"]))
-    return {"pairs": n, "uptake": round(used / n, 4) if n else None}
+        took = bool((q & _words(r["query_aware"])) - _words(r["query_free"]))
+        used += took
+        if q - _words(r["sources"][0]):  # the query asks for more than the title says
+            open_n += 1
+            open_used += took
+    return {"pairs": n, "uptake": round(used / n, 4) if n else None,
+            # among pairs whose query names a supported word the original title lacks (when
+            # the title already holds every query word, no title can take one up)
+            "open_pairs": open_n,
+            "uptake_open": round(open_used / open_n, 4) if open_n else None}
 
 
 def shuffled_interests(interests: Mapping[Any, np.ndarray], seed: int = 0

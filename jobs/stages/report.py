@@ -159,11 +159,18 @@ def personalization(ms: dict[str, dict | None]) -> dict[str, Any] | None:
          "query_aware": r["title"], "query_free": free[ad][c]}
         for (ad, c), r in aware.items() if c in free.get(ad, {}))
     mean_interest = np.mean(list(interests.values()), axis=0) if interests else None
+    plans: dict[tuple[str, int], list[str]] = {}
+    req_path = _path(ms["match_ads"], "generation_requests")
+    if req_path is not None and "plan" in pq.read_schema(req_path).names:
+        for r in pq.read_table(req_path, columns=["ad_id", "cluster_id", "strategy",
+                                                  "plan"]).to_pylist():
+            if r["strategy"] == "query_free":
+                plans[(r["ad_id"], r["cluster_id"])] = r["plan"] or []
     glance = []
     for ad in sorted(ad for ad, by_c in free.items() if len(by_c) >= 3)[:GLANCE_ADS]:
         orig = next(r["original_title"] for r in rows if r["ad_id"] == ad)
         glance.append({"ad_id": ad, "original_title": orig, "clusters": [
-            {"cluster_id": c, "title": t,
+            {"cluster_id": c, "title": t, "plan": "; ".join(plans.get((ad, c), [])),
              "interests": space.summary(interests[c], against=mean_interest,
                                         exclude=clicks.brand_words) if c in interests else ""}
             for c, t in sorted(free[ad].items())]})
@@ -312,7 +319,9 @@ def _personalization_line(p: dict[str, Any]) -> str:
             f"variants have ≥ 3 distinct titles ({_pct(d['one_title_for_all'])} one title for "
             f"all); cross-cluster fidelity {_pct(f['fidelity'])} over {f['pairs']:,} pairs "
             f"(control, clusters' interests swapped: {_pct(c['fidelity'])}; chance 50%); "
-            f"query uptake {_pct(q['uptake'])} of {q['pairs']:,}")
+            f"query uptake {_pct(q['uptake'])} of {q['pairs']:,} "
+            f"({_pct(q.get('uptake_open'))} of the {q.get('open_pairs', 0):,} whose query "
+            "names a supported word the original title lacks)")
 
 
 def _personalization_html(p: dict[str, Any] | None) -> str:
@@ -326,9 +335,10 @@ def _personalization_html(p: dict[str, Any] | None) -> str:
              "Identical titles count half; one title for every cluster scores 50%.</p>"]
     for ad in p["at_a_glance"]:
         parts.append(f"<h3>{e(ad['ad_id'])}: {e(ad['original_title'])}</h3>")
-        parts.append(_table([[c["cluster_id"], c["interests"], c["title"]]
+        parts.append(_table([[c["cluster_id"], c["interests"], c.get("plan", ""), c["title"]]
                              for c in ad["clusters"]],
-                            ["cluster", "what its users clicked (top terms)", "title"]))
+                            ["cluster", "what its users clicked (top terms)",
+                             "its point plan", "title"]))
     return "\n".join(parts)
 
 
@@ -405,9 +415,10 @@ def render_markdown(data: dict[str, Any]) -> str:
         lines += ["", "Kills by reason: " + ", ".join(f"{k} {n:,}" for k, n in kills.items())]
     for ad in (data.get("personalization") or {}).get("at_a_glance", []):
         lines += ["", f"**{ad['ad_id']}**: {ad['original_title']}", "",
-                  "| cluster | what its users clicked | title |", "|---|---|---|"]
-        lines += [f"| {c['cluster_id']} | {c['interests']} | {c['title']} |"
-                  for c in ad["clusters"]]
+                  "| cluster | what its users clicked | its point plan | title |",
+                  "|---|---|---|---|"]
+        lines += [f"| {c['cluster_id']} | {c['interests']} | {c.get('plan', '')} | "
+                  f"{c['title']} |" for c in ad["clusters"]]
     return "\n".join(lines) + "\n"
 
 

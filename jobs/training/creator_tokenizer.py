@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from models.creative_llm import INTEREST, OUT, POINT, PROFILE, QUERY, TITLE
+from models.creative_llm import INTEREST, OUT, PLAN, POINT, PROFILE, QUERY, TITLE
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
-SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, TITLE, POINT, QUERY, OUT, PROFILE, INTEREST]
+SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, TITLE, POINT, QUERY, OUT, PROFILE, INTEREST, PLAN]
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path | None = None):

@@ -50,6 +50,7 @@ from jobs.platform.errors import UserError
 from jobs.platform.registry import HLLM, current_artifact, load_item_llm
 from jobs.stages.badcase_rules import read_lines
 from jobs.stages.embed_items import embed_texts
+from jobs.stages.point_plan import choose_claims, normalize, rank_claims
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +160,7 @@ def default_embedder(cfg: Config) -> TextEmbedder:
 # Grounded offline teacher
 # ---------------------------------------------------------------------------------------
 
-_WORD = re.compile(r"[A-Za-z][A-Za-z'&-]*")
-
-
-def _norm(text: str) -> str:
-    return " ".join(w.lower() for w in _WORD.findall(text or ""))
+_norm = normalize
 
 
 def read_phrases(path: Path) -> list[str]:
@@ -195,17 +192,6 @@ def read_activities(path: Path) -> list[Activity]:
                 for name, v in data.items()]
     except (KeyError, TypeError):
         raise UserError(f"{path}: every activity needs `audience` and a list of `cues`") from None
-
-
-def point_claims(point: str, max_chars: int) -> list[str]:
-    """A selling point, or when it is too long to add, its clauses that are short enough
-    ("Relay/CAPACITOR hard start kit 500% incr starting torque, increased compressor…" ->
-    "Relay/CAPACITOR hard start kit 500% incr starting torque"): still the ad's own words."""
-    point = " ".join((point or "").split()).strip(" .;,")
-    if len(point) <= max_chars:
-        return [point] if point else []
-    parts = [c.strip(" .;,") for c in re.split(r"[;,(]|\s[-–]\s|\.\s", point)]
-    return [c for c in parts if 8 <= len(c) <= max_chars and len(c.split()) >= 2]
 
 
 class GroundedTeacher:
@@ -366,34 +352,18 @@ class GroundedTeacher:
                    activity: Activity | None) -> TitleDraft:
         original = (task.original_title or "").strip()
         budget = self.t.max_added_chars
-        have = self._content(original)
-        query_words = self._content(task.query or "")
-        # the ad's claims not already in the title: this user's lift first; a query-aware
-        # title takes the claims the query asks for first (the query shapes the title)
-        cands = []
-        for p in dict.fromkeys(task.selling_points or []):
-            for claim in point_claims(p, budget - 2):
-                words = self._content(claim)
-                if not words or words <= have:
-                    continue
-                asked = len(words & query_words)
-                cands.append((-asked, -self.lift(words, counts, n), claim))
-        cands.sort()
+        # the ad's claims not already in the title, this user's lift first; a query-aware
+        # title takes the claim the query asks for first (the query shapes the title). The
+        # same ranking gives a cycle's clusters their plan (jobs/stages/point_plan.py).
+        ranked = rank_claims(original, task.selling_points, task.query,
+                             lambda words: self.lift(words, counts, n), self.stopwords,
+                             budget - 2)
+        chosen = choose_claims(ranked, task.query, self.t.max_selling_points, budget)
         lead = ""
         if activity and any(activity.named_in(t) for t in [original, *task.selling_points]):
             lead = f"{activity.audience[0].upper()}{activity.audience[1:]}: "
-        chosen: list[str] = []
-        wanted = 1 + bool(task.query and cands and cands[0][0] < 0)  # query's + the user's
-        wanted = min(wanted, self.t.max_selling_points)
-        for _, _, claim in cands:
-            if len(chosen) >= wanted:
-                break
-            tail = ", ".join([*chosen, claim])
-            if len(lead) + len(tail) + 2 <= budget:
-                chosen.append(claim)
-            elif not chosen and lead and len(tail) + 2 <= budget:
-                lead = ""  # the user's point matters more than the framing
-                chosen.append(claim)
+        if lead and len(lead) + len(", ".join(chosen)) + 2 > budget:
+            lead = ""  # the user's point matters more than the framing
         if lead:
             title = lead + original + "".join(f", {c}" for c in chosen)
         elif chosen and _zlib_bucket(original) == 0 and not task.query:

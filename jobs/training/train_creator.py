@@ -157,8 +157,8 @@ def batch_losses(model: CreativeLLM, batch: list[dict], users: torch.Tensor,
                  ) -> dict[str, torch.Tensor]:
     """The four losses on a batch of examples; users (B, d_user)."""
     t = cfg.creator.train
-    prompts = [model.prompt_ids(e["original_title"], e["selling_points"], e["query"])[0]
-               for e in batch]
+    prompts = [model.prompt_ids(e["original_title"], e["selling_points"], e["query"],
+                                e["chosen_selling_points"])[0] for e in batch]
     targets = [model.target_ids(e["title"]) for e in batch]
     gen_loss = model.sequence_loss(users, prompts, targets)
 
@@ -361,7 +361,8 @@ def train(cfg: Config, cycle_id: str, out_dir: Path | None = None, resume: bool 
                 losses = batch_losses(model, batch, users, item_of, item_table, predictor, cfg,
                                       gen, cls_trainable=end_to_end)
             tokens += sum(len(model.prompt_ids(e["original_title"], e["selling_points"],
-                                               e["query"])[0]) + len(model.target_ids(e["title"]))
+                                               e["query"], e["chosen_selling_points"])[0])
+                          + len(model.target_ids(e["title"]))
                           for e in batch)  # the generation pass; recon/align come on top
             optim.zero_grad()
             losses["loss"].backward()

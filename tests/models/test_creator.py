@@ -62,6 +62,24 @@ def test_prompt_layout_and_truncation_counts(small_model):
     assert m.point_ids[0] not in ids and ids[-1:] == m.out_ids
 
 
+def test_the_plan_enters_the_prompt_whole_only_for_a_model_trained_with_it(small_model):
+    m = small_model
+    plain, _ = m.prompt_ids("Earbuds", ["Up to 30 hours of playback"], None)
+    assert m.config.use_plan is False  # a model saved before plans existed ignores them
+    assert m.prompt_ids("Earbuds", ["Up to 30 hours of playback"], None,
+                        ["Up to 30 hours of playback"])[0] == plain
+    m.config.use_plan = True
+    try:
+        ids, counts = m.prompt_ids(" ".join(["Compact Wireless Earbuds"] * 20),
+                                   ["Up to 30 hours of playback"] * 6, None, ["30 hours"])
+        assert m.plan_ids[0] in ids and ids[-1:] == m.out_ids
+        assert m.decode(ids[ids.index(m.plan_ids[0]) + len(m.plan_ids):-len(m.out_ids)]) == \
+            "30 hours"  # points are dropped before the plan is cut
+        assert counts["points_dropped"] >= 1 and len(ids) + 1 <= m.config.max_prompt_tokens
+    finally:
+        m.config.use_plan = False
+
+
 def test_user_embedding_follows_bos_and_changes_the_output(small_model):
     m = small_model
     prompt, _ = m.prompt_ids("Voltaro Compact Wireless Earbuds", [], None)

@@ -42,6 +42,10 @@ def test_requests_follow_the_contract(matched_cycle):
     assert (df.creator_version == TEST_CREATOR_VERSION).all()
     assert (df.centroid_version == m["cluster_users"]["centroid_version"]).all()
     assert not {"user_id"} & set(df.columns)
+    # every request carries its cluster's point plan: claims of the ad's own selling points
+    for plan, points in zip(df.plan, df.selling_points, strict=True):
+        assert all(any(c in p for p in points) for c in plan)
+    assert free.plan.map(len).gt(0).mean() > 0.5
     summary = m["match_ads"]["summary"]
     assert summary["requests"] == len(df)
     assert summary["requests_by_strategy"] == {"query_free": len(free), "query_aware": len(aware)}
@@ -58,6 +62,9 @@ def test_request_ids_are_deterministic_and_depend_on_every_part():
         changed = list(base)
         changed[i] = other
         assert match_ads.request_id(*changed) != rid
+    # the plan is part of the request (an empty plan keeps the id a plan-less request had)
+    assert match_ads.request_id(*base, []) == rid
+    assert match_ads.request_id(*base, ["Lifetime warranty"]) != rid
 
 
 def test_rerun_is_skipped_and_force_writes_the_same_requests(matched_cycle):

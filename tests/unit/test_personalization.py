@@ -92,4 +92,7 @@ def test_query_uptake_counts_supported_query_words_only():
         {"query": "sandals", "sources": ["Hiking Boots"], "query_aware": "Hiking Boots",
          "query_free": "Hiking Boots"},
     ]
-    assert query_uptake(rows) == {"pairs": 2, "uptake": 0.5}
+    # the second pair's query only repeats the original title: no title could take it up,
+    # so among the "open" pairs the uptake is 1 of 1
+    assert query_uptake(rows) == {"pairs": 2, "uptake": 0.5, "open_pairs": 1,
+                                  "uptake_open": 1.0}

@@ -8,13 +8,8 @@ import pytest
 
 from jobs.platform.config import load_config
 from jobs.stages.badcase_rules import fabrication_reasons
-from jobs.training.teachers import (
-    GroundedTeacher,
-    Profile,
-    TitleTask,
-    UserHistory,
-    point_claims,
-)
+from jobs.stages.point_plan import point_claims
+from jobs.training.teachers import GroundedTeacher, Profile, TitleTask, UserHistory
 
 CATALOG = [
     "Trailvane Waterproof Hiking Boots | Trailvane | sports_outdoors | Lifetime warranty | "
