@@ -268,21 +268,41 @@ def _summary_lines(m: dict[str, Any]) -> list[str]:
     return lines
 
 
-def format_report(result: dict[str, Any]) -> str:
-    """The `eval badcase` report: summary, per-family table, every disagreement."""
+SPLITS = ("all", "dev", "test")
+
+
+def format_report(result: dict[str, Any], split: str = "all",
+                  disagreements: bool = True) -> str:
+    """The `eval badcase` report: summary, per-family table, every disagreement.
+
+    `split`: `dev` or `test` restricts the measures and the listed disagreements to that
+    split (rules are developed by reading `--split dev`; the held-out split is read as
+    `--split test --summary`, its numbers only); `all` (the default) gives the whole set,
+    each split's measures and every disagreement. `disagreements=False`: measures only."""
+    if split not in SPLITS:
+        raise UserError(f"split {split!r} is not one of {list(SPLITS)}")
     versions = ", ".join(f"{v} ({n} rows)" for v, n in result["guideline_versions"].items())
     lines = [f"labeled set: {result['path']}: {result['rows']} rows; guideline {versions}"]
-    for s, c in result["sources"].items():
-        lines.append(f"  {s:<14} {c['clean'] + c['bad']:>5} rows: {c['clean']:>4} clean, "
-                     f"{c['bad']:>4} bad")
-    lines += _summary_lines(result)
+    if split == "all":
+        for s, c in result["sources"].items():
+            lines.append(f"  {s:<14} {c['clean'] + c['bad']:>5} rows: {c['clean']:>4} "
+                         f"clean, {c['bad']:>4} bad")
+        lines += _summary_lines(result)
     lines.append("  caught: flagged by a rule of the family; killed: killed for any reason; "
                  "right: flagged rows labeled with the family")
     for name, m in (result.get("splits") or {}).items():
+        if split not in ("all", name):
+            continue
         lines += ["", f"split {name} ({m['rows']} rows; "
                       + ("held out" if name == "test" else "rules developed on it") + "):"]
         lines += _summary_lines(m)
+    if not disagreements:
+        return "\n".join(lines)
     d = result["disagreements"]
+    other = result["other_reason"]
+    if split != "all":
+        d = {k: [e for e in v if e.get("split") == split] for k, v in d.items()}
+        other = [e for e in other if e.get("split") == split]
     lines += ["", f"disagreements: {len(d['missed']) + len(d['false_kill'])} "
                   f"(every one listed)",
               f"killer missed a bad title ({len(d['missed'])}):"]
@@ -291,9 +311,32 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append(f"killer killed a clean title ({len(d['false_kill'])}):")
     for e in d["false_kill"]:
         lines += _row_lines(e)
-    other = result["other_reason"]
     lines += ["", f"bad titles killed, but by no rule of their labeled families "
                   f"({len(other)}):"]
     for e in other:
         lines += _row_lines(e)
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m jobs.stages.badcase_eval [--labeled FILE] [--split all|dev|test]
+    [--summary]`: `creative-factory eval badcase` restricted to one split."""
+    import argparse
+
+    from jobs.platform.config import load_config
+    from jobs.stages.kill_badcases import judge_rows
+
+    ap = argparse.ArgumentParser(prog="python -m jobs.stages.badcase_eval",
+                                 description=main.__doc__)
+    ap.add_argument("--labeled", type=Path, default=None)
+    ap.add_argument("--split", choices=SPLITS, default="all")
+    ap.add_argument("--summary", action="store_true", help="measures only, no disagreements")
+    args = ap.parse_args(argv)
+    cfg = load_config()
+    result = evaluate(cfg, Path(args.labeled or cfg.badcase.labeled_set), judge_rows)
+    print(format_report(result, args.split, disagreements=not args.summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

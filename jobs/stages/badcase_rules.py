@@ -120,6 +120,8 @@ def stem(word: str) -> str:
             w = w[:-1]
     if len(w) > 5 and w.endswith("ing"):
         w = w[:-3]
+    elif len(w) > 6 and w.endswith("tion"):
+        w = w[:-3]  # "rotation" -> "rotat", as "rotates" -> "rotate" -> "rotat"
     elif len(w) > 4 and w.endswith("ed"):
         w = w[:-2]
     if len(w) > 3 and w[-1] == w[-2] and w[-1] not in "lsz":
@@ -489,7 +491,8 @@ def fabrication_reasons(title: str, original_title: str, selling_points: list[st
 
 # Rule families and their reason codes (the labeled set and the report group by family).
 RULES: dict[str, tuple[str, ...]] = {
-    "fabrication": ("fabricated_word", "unsupported_claim", "dropped_condition"),
+    "fabrication": ("fabricated_word", "unsupported_claim", "dropped_condition",
+                    "misfit_audience"),
     "numbers": ("fabricated_number", "percent_over_limit", "changed_price", "changed_quantity",
                 "moved_number"),
     "locations": ("location_not_in_source",),
@@ -538,6 +541,34 @@ class TermIndex:
 
 
 @dataclass(frozen=True)
+class ActivityFit:
+    """An activity of config/lexicons/activities.yaml as the audience-fit rule reads it: its
+    framing (`audience`, "for the home office"), the words that name it (the framing's
+    content words, "home office"), and its cues (products and uses that show it)."""
+
+    name: str
+    audience: str
+    framing: PhraseIndex  # the audience phrase, as written (unstemmed words)
+    words: frozenset[str]  # its content stems: the ad saying all of them names the activity
+    cues: PhraseIndex  # cue phrases, stemmed
+
+
+def load_activities(path: Path, stop: frozenset[str],
+                    fans: frozenset[str] = frozenset()) -> tuple[ActivityFit, ...]:
+    """The activities of `path` (activities.yaml: name -> {audience, cues})."""
+    data = read_yaml(path)
+    out = []
+    for name, v in data.items():
+        if not isinstance(v, dict) or "audience" not in v or not v.get("cues"):
+            raise UserError(f"{path}: activity {name!r} needs `audience` and a list of `cues`")
+        audience = str(v["audience"])
+        words = frozenset(_word_stems([audience], stop) - fans)
+        out.append(ActivityFit(str(name), audience, PhraseIndex([audience], stemmed=False),
+                               words, PhraseIndex(str(c) for c in v["cues"])))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class Lexicons:
     """Everything the rules read from `config/`, loaded once per process and config."""
 
@@ -564,9 +595,11 @@ class Lexicons:
     ingestible_claims: PhraseIndex = PhraseIndex(())  # health claims on them
     identity_words: int = 2  # last content words of the original's core naming the product
     identity_stops: frozenset[str] = frozenset()  # words that end the core
+    descriptors: frozenset[str] = frozenset()  # stems that describe, never name, a product
     number_words: dict = field(default_factory=dict)  # "two" -> "2", "dozen" -> "12"
     negations: frozenset[str] = frozenset()  # "no", "zero": "No Sugar" the ad must say
     place_codes: dict = field(default_factory=dict)  # place tokens -> its code's tokens
+    activities: tuple[ActivityFit, ...] = ()  # activity framings that must fit the ad
     # SourceFacts of recently judged ads (see `source_facts`), not part of the config
     facts_cache: dict = field(default_factory=dict, compare=False, repr=False)
     text_cache: dict = field(default_factory=dict, compare=False, repr=False)  # _text_facts
@@ -594,6 +627,16 @@ class Lexicons:
             raise UserError(f"badcase.user_id_pattern is not a valid regex: {exc}") from None
         num = th.get("numbers", {})
         claims = th.get("claims") or {}
+        # the activities whose framings must fit the ad (interest_words.yaml `activities`:
+        # a path relative to that file, the generator's own activities.yaml)
+        act_path = read_yaml(bc.interest_words).get("activities")
+        activities: tuple[ActivityFit, ...] = ()
+        if act_path:
+            act_path = Path(bc.interest_words).parent / str(act_path)
+            if not act_path.is_file():
+                raise UserError(f"{bc.interest_words}: activities file {act_path} not found")
+            fans = grounding.audience.fans if grounding.audience else frozenset()
+            activities = load_activities(act_path, grounding.stopwords, fans)
         ident = th.get("identity") or {}
         ingest = sens.get("ingestible_claims") or {}
         groups = {}  # "best seller | bestseller": either said by the ad licenses both
@@ -627,10 +670,12 @@ class Lexicons:
             ingestible_claims=PhraseIndex(str(c) for c in ingest.get("claims") or []),
             identity_words=int(ident.get("core_words", 2)),
             identity_stops=frozenset(normalize(str(w)) for w in ident.get("core_stops") or []),
+            descriptors=frozenset(_word_stems(ident.get("descriptors") or [])),
             number_words={normalize(str(w)): number_value(str(v))
                           for w, v in (num.get("number_words") or {}).items()},
             place_codes=place_codes(),
             negations=frozenset(stem(normalize(str(w))) for w in claims.get("negations") or []),
+            activities=activities,
         )
 
 
@@ -764,12 +809,14 @@ def _quantities(text_norm: str, lex: Lexicons,
     """(value, unit stem) -> as written: "30 hours", "5-quart", "pack of 12", "4 to 6
     servings" (a range shares its unit). Only spaces or a hyphen between number and unit."""
     out = {}
-    for m in _QUANTITY.finditer(text_norm):
-        unit = stem(m.group(3))
-        if unit in lex.units:
-            for g in (1, 2):
-                if m.group(g):
-                    out[(number_value(m.group(g)), unit)] = m.group(0)
+    # a range never spans a clause break: "SPF 50 - 1.7 oz bottle" is no "50 to 1.7 oz"
+    for clause in _CLAUSE.split(text_norm):
+        for m in _QUANTITY.finditer(clause):
+            unit = stem(m.group(3))
+            if unit in lex.units:
+                for g in (1, 2):
+                    if m.group(g):
+                        out[(number_value(m.group(g)), unit)] = m.group(0)
     if toks is None:
         toks = _tokenize(text_norm)
     if stemmed_toks is None:
@@ -789,6 +836,8 @@ class AdSource:
     selling_points: list[str]
     query: str | None
     brand: str | None = None
+    category: str | None = None  # the catalog's category: what the product is for, not a text
+    # the title may copy (only the audience-fit rule reads it)
 
     def texts(self) -> list[str]:
         return [self.original_title or "", *(self.selling_points or []), self.query or "",
@@ -796,7 +845,7 @@ class AdSource:
 
     def key(self) -> tuple:
         return (self.original_title or "", tuple(self.selling_points or ()), self.query or "",
-                self.brand or "")
+                self.brand or "", self.category or "")
 
 
 def product_identity(src: AdSource, stop: frozenset[str] | set[str]) -> set[str]:
@@ -825,6 +874,7 @@ class ClauseGrammar:
     conjunctions: frozenset[str]
     pairs: frozenset[tuple[str, str]]
     particles: frozenset[str]  # may end a phrase ("shut-off", "set up")
+    sizes: frozenset[str] = frozenset()  # stems of units of a size: "1.7 oz" stands alone
 
     @classmethod
     def load(cls, settings: dict) -> ClauseGrammar:
@@ -840,7 +890,8 @@ class ClauseGrammar:
                    PhraseIndex([*standalone, *(str(p) for p in settings.get("ctas") or [])]),
                    int(settings.get("short_point_tokens", 8)), words("articles"),
                    words("determiners"), words("prepositions"), words("conjunctions"), pairs,
-                   words("particles"))
+                   words("particles"),
+                   frozenset(stem(normalize(str(u))) for u in settings.get("size_units") or []))
 
     def glue_breaks(self, a: str, b: str) -> bool:
         """Whether function word `b` cannot follow function word `a` ("a in", "of a of",
@@ -870,17 +921,30 @@ def product_nouns(src: AdSource, lex: Lexicons) -> tuple[frozenset[str], tuple[t
     head = _CLAUSE.split(src.original_title or "")[0]
     bare = re.sub(r"\([^)]*\)?|\[[^\]]*\]?", " ", head)
     cut = [re.escape(w) for w in sorted(lex.identity_stops, key=len, reverse=True)]
-    core = re.split(rf"(?i)\s(?:{'|'.join(w for w in cut if not w.endswith('/'))})(?=\s)"
-                    + "".join(rf"|\s{w}" for w in cut if w.endswith("/")), bare)[0] \
-        if cut else bare
+    brand = {v for k, v in _cached_stems(src.brand or "") if k == "w"}
+    core = bare
+    if cut:
+        # the core ends at the first stop word after a word that is not the brand's
+        # ("Lumelle For Sensitive Skin Mineral Sunscreen": not at "For")
+        parts = re.split(rf"(?i)(\s(?:{'|'.join(w for w in cut if not w.endswith('/'))})(?=\s)"
+                         + "".join(rf"|\s{w}" for w in cut if w.endswith("/")) + ")", bare)
+        core = parts[0]
+        for k in range(1, len(parts), 2):
+            if any(kind == "w" and v not in stop and v not in brand
+                   for kind, v in _cached_stems(core)):
+                break
+            core += parts[k] + parts[k + 1]
 
     def content(text: str) -> list[str]:
         toks = list(_cached_stems(text))
-        while toks:  # a trailing quantity ("... 4 oz", "-100-Pack") names no product
+        while toks:  # a trailing quantity ("... 4 oz", "-100-Pack") names no product, nor a
+            # trailing colour or grade ("Sealing Tape Transparent Heavy Duty")
             if toks[-1][0] == "n":
                 toks.pop()
             elif len(toks) > 1 and toks[-1][1] in units and toks[-2][0] == "n":
                 del toks[-2:]
+            elif len(toks) > 1 and toks[-1][1] in lex.descriptors:
+                toks.pop()
             else:
                 break
         # a quantity's unit names no product either ("4 oz Aerosol" -> aerosol)
@@ -919,7 +983,8 @@ class SourceFacts:
     __slots__ = ("norm", "ad_norm", "toks", "ad_toks", "raw_set", "raw_seq", "words",
                  "numbers", "percents", "prices", "quantities", "identity", "brand",
                  "original", "sensitive", "nouns", "models", "pieces", "_index", "whole",
-                 "short", "conditional", "claims", "ingestible", "follows")
+                 "short", "conditional", "claims", "ingestible", "follows", "ad_texts",
+                 "_words_of", "fit_texts", "_fits")
 
     def __init__(self, src: AdSource, lex: Lexicons):
         texts = src.texts()
@@ -946,6 +1011,11 @@ class SourceFacts:
         self.original = tuple(v for _, v in _cached_stems(src.original_title or ""))
         self.sensitive: dict[str, set[str]] = {}  # category -> terms the ad says (lazy)
         ad_texts = [src.original_title or "", *(src.selling_points or []), src.brand or ""]
+        self.ad_texts = tuple(t for t in ad_texts if t)
+        self._words_of = None
+        # what an activity framing must fit: the ad's texts, its query and its category
+        self.fit_texts = (*self.ad_texts, *(t for t in (src.query, src.category) if t))
+        self._fits: frozenset[str] | None = None
         key = ("nouns", src.original_title or "", src.brand or "")
         nouns = lex.text_cache.get(key)
         if nouns is None:
@@ -960,7 +1030,7 @@ class SourceFacts:
         pieces += [("point", tuple(_cached_stems(p))) for p in src.selling_points or []]
         self.pieces = [(k, t) for k, t in pieces if t]
         short_len = lex.clauses.short_point if lex.clauses else 0
-        self.short = [k == "query" or (k == "point" and len(t) <= short_len)
+        self.short = [(k == "point" and len(t) <= short_len)
                       for k, t in self.pieces]
         self._index: list[dict[tuple[str, str], tuple[int, ...]]] | None = None
         self.whole: set[tuple] = set()
@@ -975,6 +1045,26 @@ class SourceFacts:
             self.follows |= follows
         self.follows |= _text_facts(src.query or "", lex)[3]
         self.ingestible = bool(lex.ingestibles.matches(self.ad_toks))
+
+    def fits(self, lex: Lexicons) -> frozenset[str]:
+        """Names of the activities the ad fits: one of its texts (title, selling points,
+        brand, query, category) names a cue of the activity ("USB-C Hub" for the home
+        office), or the texts hold every word of its framing ("Travel Size" for travel)."""
+        if self._fits is None:
+            texts = [tuple(_cached_stems(t.replace("_", " "))) for t in self.fit_texts]
+            words = {v for t in texts for k, v in t if k == "w"}
+            self._fits = frozenset(
+                a.name for a in lex.activities
+                if (a.words and a.words <= words) or any(a.cues.matches(t) for t in texts))
+        return self._fits
+
+    @property
+    def words_of(self) -> tuple[tuple[str, ...], ...]:
+        """Each of the ad's own texts as `_plain_words` (what the loop and cut-off checks
+        read): a repetition or an ending one of them has is the advertiser's."""
+        if self._words_of is None:
+            self._words_of = tuple(_plain_words(t) for t in self.ad_texts)
+        return self._words_of
 
     @property
     def positions(self) -> list[dict[tuple[str, str], tuple[int, ...]]]:
@@ -1248,8 +1338,11 @@ def _judge_clause(c: Sequence[tuple[str, str]], words: list[str],
             return "clipped_point"  # "20 grams of" ("shut-off" ends on a particle)
         if kind == "point":
             if after is not None and (after[1] in ("of", "to") or piece[-1][0] == "n" or (
-                    len(piece) > 1 and piece[-2][0] == "n" and piece[-1][1] in lex.units)):
-                return "clipped_point"  # "Holds up to 4 days" (of meals), "Buy 2", "30-day"
+                    len(piece) > 1 and piece[-2][0] == "n" and piece[-1][1] in lex.units
+                    and piece[-1][1] not in g.sizes)):
+                # "Holds up to 4 days" (of meals), "Buy 2", "30-day" (free returns); a size
+                # copied whole with its unit says what it says: "1.7 oz" of "1.7 oz bottle"
+                return "clipped_point"
             if before is not None and before[1] in stop and piece[0][0] == "n":
                 return "clipped_point"  # "24 hours" (ships within)
         if j - i == 1 and sum(1 for _k, v in text if v not in stop) >= 2:
@@ -1343,11 +1436,32 @@ def _claim_findings(raw: Sequence[tuple[str, str]], toks: Sequence[tuple[str, st
                 # the ad's size became a count: "10-Foot Length" -> "10 Cut Lengths"
                 found.append(("moved_number", f"{raw[i][1]} {raw[i + 1][1]}"))
                 continue
+            sizes = lex.clauses.sizes if lex.clauses else frozenset()
+            if attached and attached[0] in sizes and (value, attached[0]) in facts.follows:
+                continue  # a size copied whole with its unit ("4 oz Aerosol", "1.7 oz jar"):
+                # what follows names the product, and the grounding rules judge it
             if attached and len(attached[0]) > 1 and not any(set(attached) <= t
                                                              for t in texts):
                 found.append(("moved_number", " ".join(v for _, v in raw[i : i + 1 +
                                                                            len(attached)])))
     return found
+
+
+def misfit_findings(raw: Sequence[tuple[str, str]], facts: SourceFacts,
+                    lex: Lexicons) -> list[tuple[str, str]]:
+    """`misfit_audience`: an activity framing the ad does not support (guideline v2). A
+    title names an activity of config/lexicons/activities.yaml by its framing, word for word
+    ("For the home office: ...", "..., for the home office", "Essential for the home office:
+    ..."); the activity must fit the ad (`SourceFacts.fits`), or the framing claims a use the
+    ad never states ("For the home office: Argan Oil Shampoo"). Interest framings of
+    interest_words.yaml ("For busy mornings", "for home cooks", "Dog lovers") name no
+    activity of the lexicon and pass."""
+    named = {act.name: act.audience for act in lex.activities if act.framing.matches(raw)}
+    if not named:
+        return []
+    fits = facts.fits(lex)
+    return [("misfit_audience", f"{what} ({name})") for name, what in named.items()
+            if name not in fits]
 
 
 def judge_title(title: str | None, src: AdSource, lex: Lexicons,
@@ -1379,22 +1493,54 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
         found.append(("title_too_short", f"{n_chars} chars"))
     if n_chars > int(fmt.get("max_chars", 150)):
         found.append(("title_too_long", f"{n_chars} chars"))
+    bounds = _clause_bounds_norm(t_norm, len(toks)) if norm_raw is raw else \
+        _clause_bounds(title, len(toks))
+    starts = {a for a, _b in bounds}
+    ad_words = facts.words_of
+    # a clause that is one of the ad's texts (or a clause or run of one) as the ad wrote it:
+    # a repetition inside it is the advertiser's
+    verbatim = [bool(c) and (c in facts.whole or _is_run(c, facts))
+                for c in (tuple(toks[a:b]) for a, b in bounds)]
     counts: dict[str, int] = {}
+    in_verbatim: set[str] = set()
     prev = None
-    for i, t in enumerate(toks):
-        k, v = t
-        if k == "w":
-            if t == prev and len(v) > 1 and not _contains(facts.toks, (t, t)):
-                # (not when the ad itself doubles it: "Pro Gaffer Gaffers Tape")
-                found.append(("repeated_words", f"{raw[i][1]} {raw[i][1]}"))
-            if v not in stop:
-                counts[v] = counts.get(v, 0) + 1
-        prev = t
+    for ci, (a, b) in enumerate(bounds):
+        for i in range(a, b):
+            t = toks[i]
+            k, v = t
+            if k == "w":
+                # (not when the ad itself doubles it: "Pro Gaffer Gaffers Tape", nor across a
+                # clause break: "Card Game - Games last about 30 minutes")
+                if t == prev and len(v) > 1 and i not in starts and \
+                        not _contains(facts.toks, (t, t)):
+                    found.append(("repeated_words", f"{raw[i][1]} {raw[i][1]}"))
+                if v not in stop:
+                    if not verbatim[ci]:
+                        counts[v] = counts.get(v, 0) + 1
+                    elif v not in in_verbatim:
+                        in_verbatim.add(v)
+                        counts[v] = counts.get(v, 0) + 1
+            prev = t
     max_rep = int(fmt.get("max_word_repeats", 2))
-    # a word the original title itself repeats may come once more (a spec copied after it)
-    found += [("repeated_words", f"{w} x{n}") for w, n in counts.items()
-              if n > max_rep and (n > facts.original.count(w) + 1
-                                  or facts.original.count(w) < 2)]
+    # a content word more than `max_word_repeats` times: a loop ("Glue Glue Glue"). Its
+    # occurrences inside clauses the ad wrote count once ("HATCHBOX PLA Filament, The
+    # filaments are ... 1.75mm diameter filament"); a word the original title itself repeats
+    # may come once more (a spec copied after it)
+    for w, n in counts.items():
+        if n > max_rep and (n > facts.original.count(w) + 1 or facts.original.count(w) < 2):
+            found.append(("repeated_words", f"{w} x{n}"))
+    # a clause said twice ("Pack of 12, Pack of 12"; "Cold-pressed, Cold-pressed"): a loop,
+    # unless one of the ad's texts says it twice itself
+    seen_clauses: set[tuple] = set()
+    for a, b in bounds:
+        c = tuple(toks[a:b])
+        if any(k == "w" and v not in stop for k, v in c):
+            if c in seen_clauses and not any(
+                    sum(1 for x in _CLAUSE.split(t) if tuple(_cached_stems(x)) == c) > 1
+                    for t in facts.ad_texts):
+                found.append(("repeated_ngram", " ".join(v for _k, v in raw[a:b])))
+                break
+            seen_clauses.add(c)
     if tuple(v for _, v in toks) == facts.original:
         found.append(("same_as_original", ""))
 
@@ -1402,20 +1548,29 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
     # before the product name may repeat its noun: "Bluetooth Speaker: Voltaro Bluetooth
     # Speaker"), a cut-off ending, a fragment with no product identity
     deg = degenerate_reasons(title)
-    if "repeated_word" in deg and not any(c == "repeated_words" for c, _ in found):
+    # (not a doubling, a loop or an ending one of the ad's own texts has: "Organic Organic
+    # Coffee Beans", "flip it up for a precision stream and down for a regular spray", "...
+    # turning it back on")
+    if "repeated_word" in deg and not any(c == "repeated_words" for c, _ in found) and \
+            {w for c in _CLAUSE.split(title) for w in _doubled(_plain_words(c))} - {
+                w for t in ad_words for w in _doubled(t)}:
         found.append(("repeated_words", "a word right after itself"))  # "a a", any length
     # a bigram repeated inside a clause is repeated in the whole title too, unless a "|"
     # glued to a word hides it there
-    if ("repeated_ngram" in deg or "|" in title) and any(
-            "repeated_ngram" in degenerate_reasons(c) for c in _CLAUSE.split(title)):
-        found.append(("repeated_ngram", ""))
+    if ("repeated_ngram" in deg or "|" in title) and not any(
+            c == "repeated_ngram" for c, _ in found):
+        own = {g for t in ad_words for g in _repeated_bigrams(t)}
+        if any(_repeated_bigrams(_plain_words(c)) - own for c in _CLAUSE.split(title)):
+            found.append(("repeated_ngram", ""))
     if "cut_off_ending" in deg:
-        found.append(("cut_off_ending", title.split()[-1]))
+        words = _plain_words(title)
+        tail = words[-3:]
+        if title.rstrip()[-1] in ",:;" or len(tail) < 3 or not any(
+                t[-3:] == tail for t in ad_words):
+            found.append(("cut_off_ending", title.split()[-1]))
     content = {v for k, v in toks if (k == "w" and len(v) > 1 and v not in stop) or k == "n"}
     identity = facts.identity
     slot = lex.grounding.audience
-    bounds = _clause_bounds_norm(t_norm, len(toks)) if norm_raw is raw else \
-        _clause_bounds(title, len(toks))
     framings = (audience_framings(title, raw, toks, slot, stop, identity, facts.brand, bounds)
                 if slot is not None else [])
     if len(content) < int(fmt.get("min_content_words", 2)):
@@ -1467,6 +1622,8 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
     protected_hits = lex.protected_audiences.matches(toks)
     found += _claim_findings(raw, toks, facts, lex, framed, bounds, covered, place_hits,
                              protected_hits)
+    if lex.activities:
+        found += misfit_findings(raw, facts, lex)
 
     # numbers: percentages, prices, quantities
     max_pct = float(lex.thresholds.get("numbers", {}).get("max_percent", 100))
@@ -1560,6 +1717,27 @@ _DEGENERATE_END = {"for", "and", "with", "of", "the", "a", "an", "to", "in", "on
                    "from", "at", "your", "&", "-", "–", "—", "|", "/", "+"}
 
 
+def _plain_words(text: str | None) -> tuple[str, ...]:
+    """The words of a text as `degenerate_reasons` reads them (split on spaces, outer
+    punctuation stripped, lower case)."""
+    words = [w.strip(",:;.!?\"'()").lower() for w in (text or "").split()]
+    return tuple(w for w in words if w)
+
+
+def _doubled(words: Sequence[str]) -> set[str]:
+    """Words right after themselves."""
+    return {a for a, b in zip(words, words[1:], strict=False) if a == b}
+
+
+def _repeated_bigrams(words: Sequence[str]) -> set[tuple[str, str]]:
+    """Word bigrams that occur more than once."""
+    seen: set[tuple[str, str]] = set()
+    out = set()
+    for g in zip(words, words[1:], strict=False):
+        (out if g in seen else seen).add(g)
+    return out
+
+
 def degenerate_reasons(title: str | None) -> list[str]:
     """Broken text, judged on the words alone (no sources needed): `empty_title`,
     `repeated_word` (a word right after itself), `repeated_ngram` (a word bigram twice),
@@ -1567,8 +1745,7 @@ def degenerate_reasons(title: str | None) -> list[str]:
     text = (title or "").strip()
     if not text:
         return ["empty_title"]
-    words = [w.strip(",:;.!?\"'()").lower() for w in text.split()]
-    words = [w for w in words if w]
+    words = list(_plain_words(text))
     reasons = []
     if any(a == b for a, b in zip(words, words[1:], strict=False)):
         reasons.append("repeated_word")

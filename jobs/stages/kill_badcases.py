@@ -77,6 +77,14 @@ def lexicon_hash(cfg: Config) -> str:
     for p in (bc.marketing_phrases, bc.audience_phrases, bc.stopwords, bc.sensitive_terms,
               bc.profanity, bc.location_ignore, bc.thresholds, bc.interest_words):
         h.update(Path(p).name.encode() + b"\0" + Path(p).read_bytes())
+    # the activity lexicon interest_words.yaml names (misfit_audience reads it)
+    import yaml
+
+    acts = (yaml.safe_load(Path(bc.interest_words).read_text(encoding="utf-8")) or {}).get(
+        "activities")
+    if acts and (Path(bc.interest_words).parent / str(acts)).is_file():
+        p = Path(bc.interest_words).parent / str(acts)
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -148,8 +156,8 @@ def _judge_chunk(chunk: list[tuple[tuple, list[tuple[str | None, str | None]]]]
     [(title, advertiser id), ...]) groups, in order."""
     lex, brands, catalog = _CONTEXT["lex"], _CONTEXT["brands"], _CONTEXT["catalog"]
     out = []
-    for (original, points, query, brand), titles in chunk:
-        src = AdSource(original, list(points), query or None, brand or None)
+    for (original, points, query, brand, category), titles in chunk:
+        src = AdSource(original, list(points), query or None, brand or None, category or None)
         for title, adv in titles:
             found = judge_title(title, src, lex, brands, adv, catalog)
             out.append((found, None if found else title_key(title)))
@@ -186,6 +194,12 @@ def _judge_all(rows: pa.Table, cfg: Config, active_ads: pa.Table, progress: bool
         if b and a:
             brand_owners.setdefault(b, set()).add(a)
     active = set(active_ads.column("ad_id").to_pylist())
+    # the catalog's category of each ad: an activity framing must fit it (misfit_audience)
+    category_of: dict[str, str] = {}
+    if "category" in active_ads.column_names:
+        category_of = {a: c for a, c in zip(active_ads.column("ad_id").to_pylist(),
+                                             active_ads.column("category").to_pylist(),
+                                             strict=True) if a and c}
     catalog = None  # interest words of the cycle's catalog, for audience framings
     if {"title", "category", "brand"} <= set(active_ads.column_names):
         catalog = catalog_words(active_ads.column("title").to_pylist(),
@@ -211,7 +225,7 @@ def _judge_all(rows: pa.Table, cfg: Config, active_ads: pa.Table, progress: bool
         if unsafe_id(ad) or unsafe_id(adv):
             continue  # judged below: its text is not trusted to be an ad at all
         key = (cols["original_title"][i] or "", tuple(cols["selling_points"][i] or ()),
-               cols["query"][i] or "", cols["brand"][i] or "")
+               cols["query"][i] or "", cols["brand"][i] or "", category_of.get(ad, ""))
         groups.setdefault(key, []).append(i)
     chunks: list[tuple[list, list[int]]] = []  # (payload, row indices in payload order)
     payload: list = []

@@ -31,6 +31,15 @@ in place without regenerating it):
   words are no interest of the audience lexicon either: `fabrication` may fire too).
 
 A relabeled row keeps its title and ad; its `note` says why.
+
+Guideline v2 adds: an activity framing (config/lexicons/activities.yaml) must fit the
+product. This generator appends audiences at random, and 9 clean rows of the committed set
+frame an activity their ad does not fit ("Roadmate Magnetic Tire Inflator for pet owners");
+each was read against its ad and is listed in `V2_MISFITS` by id (`--relabel-v2` relabels
+the committed file in place; the ids name the committed rows, not a regenerated set). It
+also completes the labels of the "too long" rows: their title repeats every selling point
+(the list, then reversed), a loop, so `degenerate` may rightly fire too (`also`; guideline
+v1 already calls a repeated selling point a loop).
 """
 
 from __future__ import annotations
@@ -116,6 +125,28 @@ def relabel_v1(row: dict) -> dict:
     also.discard(fams[0])
     return {**row, "label": fams[0], "also": sorted(also),
             "note": "guideline v1: " + "; ".join(why for _, why in found)}
+
+
+# guideline v2: clean rows of the committed set whose activity framing does not fit the ad,
+# read one by one (row id -> why)
+V2_MISFITS = {
+    "r0030": "a tire inflator for pet owners", "r0075": "a water bottle for coffee lovers",
+    "r0080": "a frying pan for pet owners", "r0090": "a night cream for book lovers",
+    "r0180": "path lights for coffee lovers", "r0198": "a phone mount for pet owners",
+    "r0225": "hiking boots for coffee lovers", "r0238": "sneakers for pet owners",
+    "r0295": "a stand mixer for pet owners",
+}
+
+
+def relabel_v2(row: dict) -> dict:
+    """The committed row labeled by guideline v2 (`V2_MISFITS`); unchanged otherwise."""
+    if row.get("note") == "too long" and "degenerate" not in row.get("also", []):
+        return {**row, "also": sorted({*row.get("also", []), "degenerate"})}
+    why = V2_MISFITS.get(row.get("id", ""))
+    if why is None or row["label"] != "clean":
+        return row
+    return {**row, "label": "fabrication", "also": [],
+            "note": f"guideline v2: activity framing the product does not fit ({why})"}
 
 
 def words(text: str) -> set[str]:
@@ -300,7 +331,7 @@ def main() -> None:
                 ", ".join(reversed(ad["selling_points"]))
             while len(long) <= 160:
                 long += f" - {core(ad)}"
-            add(ad, long, "format", note="too long")
+            add(ad, long, "format", also=["degenerate"], note="too long")  # a loop too
         elif kind == 3:
             w = core(ad).split()
             i = rng.randrange(len(w))
@@ -337,10 +368,11 @@ def main() -> None:
     print(f"{OUT}: {len(rows)} rows {counts}")
 
 
-def relabel_file(path: Path = OUT) -> None:
-    """Apply `relabel_v1` to an existing set in place (titles and ads unchanged)."""
+def relabel_file(path: Path = OUT, relabel=relabel_v1) -> None:
+    """Apply `relabel` (`relabel_v1`, `relabel_v2`) to an existing set in place (titles and
+    ads unchanged)."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    new = [relabel_v1(r) for r in rows]
+    new = [relabel(r) for r in rows]
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new),
                     encoding="utf-8")
     print(f"{path}: {sum(a != b for a, b in zip(rows, new, strict=True))} rows relabeled")
@@ -349,5 +381,7 @@ def relabel_file(path: Path = OUT) -> None:
 if __name__ == "__main__":
     if sys.argv[1:] == ["--relabel-v1"]:
         relabel_file()
+    elif sys.argv[1:] == ["--relabel-v2"]:
+        relabel_file(relabel=relabel_v2)
     else:
         main()

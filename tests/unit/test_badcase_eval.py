@@ -159,3 +159,21 @@ def test_dev_and_held_out_test_splits_by_ad(real_result):
                         report, re.M)
     d = real_result["disagreements"]
     assert len(listed) >= len(d["missed"]) + len(d["false_kill"])
+
+
+def test_report_restricted_to_one_split(real_result):
+    # rules are developed on `--split dev`; the held-out split is read as its measures only
+    from jobs.stages.badcase_eval import format_report, main
+
+    dev = format_report(real_result, "dev")
+    assert "split dev (" in dev and "split test (" not in dev
+    listed = re.findall(r"^  \S+ \((?:sample-cycle|amazon-cycle|planted)\) .*\[(\w+)\]$", dev,
+                        re.M)
+    assert listed and set(listed) == {"dev"}
+    test = format_report(real_result, "test", disagreements=False)
+    assert "split test (" in test and "split dev (" not in test
+    assert "disagreements:" not in test and "killer:" not in test
+    with pytest.raises(UserError):
+        format_report(real_result, "train")
+    with pytest.raises(SystemExit):
+        main(["--split", "train"])
