@@ -360,6 +360,11 @@ def publish_library_cmd(
 def eval_badcase_cmd(
     labeled: Annotated[Path | None, typer.Option(
         help="Labeled titles (JSONL; default badcase.labeled_set).")] = None,
+    split: Annotated[str, typer.Option(
+        help="all | dev (rules are developed on it) | test (held out: read its summary, "
+             "not its disagreements).")] = "all",
+    summary: Annotated[bool, typer.Option(
+        help="Measures only, no disagreements.")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -368,7 +373,8 @@ def eval_badcase_cmd(
     from jobs.stages.kill_badcases import evaluate_labeled, format_eval
 
     cfg = load_config(config, set_)
-    typer.echo(format_eval(evaluate_labeled(cfg, labeled or cfg.badcase.labeled_set)))
+    typer.echo(format_eval(evaluate_labeled(cfg, labeled or cfg.badcase.labeled_set),
+                           split, disagreements=not summary))
 
 
 app.add_typer(library_app, name="library")

@@ -317,26 +317,3 @@ def format_report(result: dict[str, Any], split: str = "all",
         lines += _row_lines(e)
     return "\n".join(lines)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m jobs.stages.badcase_eval [--labeled FILE] [--split all|dev|test]
-    [--summary]`: `creative-factory eval badcase` restricted to one split."""
-    import argparse
-
-    from jobs.platform.config import load_config
-    from jobs.stages.kill_badcases import judge_rows
-
-    ap = argparse.ArgumentParser(prog="python -m jobs.stages.badcase_eval",
-                                 description=main.__doc__)
-    ap.add_argument("--labeled", type=Path, default=None)
-    ap.add_argument("--split", choices=SPLITS, default="all")
-    ap.add_argument("--summary", action="store_true", help="measures only, no disagreements")
-    args = ap.parse_args(argv)
-    cfg = load_config()
-    result = evaluate(cfg, Path(args.labeled or cfg.badcase.labeled_set), judge_rows)
-    print(format_report(result, args.split, disagreements=not args.summary))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -408,8 +408,9 @@ def evaluate_labeled(cfg: Config, path: Path) -> dict[str, Any]:
     return evaluate(cfg, Path(path), judge_rows)
 
 
-def format_eval(result: dict[str, Any]) -> str:
-    """The `eval badcase` report: summary, per-family table, every disagreement."""
+def format_eval(result: dict[str, Any], split: str = "all", disagreements: bool = True) -> str:
+    """The `eval badcase` report: summary, per-family table, every disagreement (of one
+    split: `dev`, the held-out `test`, or `all`)."""
     from jobs.stages.badcase_eval import format_report
 
-    return format_report(result)
+    return format_report(result, split, disagreements)
