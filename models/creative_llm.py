@@ -30,6 +30,7 @@ title is a word of its ad's texts, its query or the lexicons, and no bigram repe
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -124,6 +125,7 @@ class CreativeLLM(nn.Module):
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._table = None
+        self._fit: dict[str, re.Pattern] = {}  # activity framing -> the cues an ad must name
 
     @torch.no_grad()
     def _match_token_scale(self) -> None:
@@ -228,8 +230,22 @@ class CreativeLLM(nn.Module):
 
         if self._table is None:
             self._table = TokenTable(self.tokenizer)
-        return grounding_for(self._table, [title or "", *(selling_points or []), query or ""],
-                             tuple(self.config.phrases), tuple(self.config.stopwords))
+        texts = [title or "", *(selling_points or []), query or ""]
+        phrases = tuple(self.config.phrases)
+        if self._fit:  # an activity framing only where the ad's own texts fit the activity
+            low = " ".join(texts).lower()
+            phrases = tuple(p for p in phrases
+                            if p.lower() not in self._fit or self._fit[p.lower()].search(low))
+        return grounding_for(self._table, texts, phrases, tuple(self.config.stopwords))
+
+    def set_activity_fit(self, cues_by_framing: dict[str, list[str]]) -> None:
+        """Activity framings (lexicon phrases such as "for hiking and camping") that the
+        decoder allows only for an ad whose title, selling points or query name one of the
+        activity's cues: a framing the ad does not support is never written (the Badcase
+        Killer's `misfit_audience` kills it anyway)."""
+        self._fit = {f.lower(): re.compile(r"\b(?:" + "|".join(re.escape(c.lower())
+                                                               for c in cues) + r")\b")
+                     for f, cues in cues_by_framing.items() if cues}
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()

@@ -266,9 +266,24 @@ def _texts(title: str | None, points: list[str] | None, query: str | None) -> li
     return [title or "", *(points or []), query or ""]
 
 
+def activity_fit(cfg: Config) -> dict[str, list[str]]:
+    """Activity framing -> its cues, from the activities lexicon (creator.teacher.activities):
+    the grounded decoder writes a framing only for an ad that names one of its cues."""
+    import yaml
+
+    path = Path(cfg.creator.teacher.activities)
+    if not path.is_file():
+        raise UserError(f"activity lexicon {path} not found (config creator.teacher.activities)")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return {str(v["audience"]): [str(c) for c in v.get("cues") or []] for v in data.values()
+            if isinstance(v, dict) and v.get("audience")}
+
+
 def make_engine(cfg: Config, artifact: Path, backend: str | None = None):
     backend = backend or cfg.generate.backend
-    return VLLMEngine(cfg, artifact) if backend == "vllm" else HFEngine(cfg, artifact)
+    engine = VLLMEngine(cfg, artifact) if backend == "vllm" else HFEngine(cfg, artifact)
+    engine.model.set_activity_fit(activity_fit(cfg))
+    return engine
 
 
 class LazyEngine:
@@ -339,7 +354,8 @@ def _reuse_folder(cfg: Config, model_version: str) -> Path:
     g = cfg.generate
     decoding = json.dumps({"backend": g.backend, "temperature": g.temperature, "top_p": g.top_p,
                            "min_new_tokens": g.min_new_tokens, "seed": g.seed,
-                           "dtype": g.vllm.dtype}, sort_keys=True)
+                           "dtype": g.vllm.dtype, "activity_fit": activity_fit(cfg)},
+                          sort_keys=True)
     key = hashlib.sha256(f"{decoder_fingerprint()}|{decoding}".encode())
     return cfg.generate.cache_dir / f"{model_version}-{key.hexdigest()[:12]}"
 

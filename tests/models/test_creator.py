@@ -292,3 +292,22 @@ def test_users_are_centred_on_the_population_mean_and_it_is_saved(tmp_path):
     m.save(tmp_path / "c")
     loaded = CreativeLLM.load(tmp_path / "c", with_lm=False)
     assert torch.allclose(loaded.user_features(u), centred, atol=1e-6)
+
+
+def test_decoder_writes_an_activity_framing_only_for_an_ad_that_fits_it(small_model):
+    m = small_model
+    phrases = m.config.phrases
+    m.config.phrases = ["for hiking and camping", "for the home office", "for gift giving"]
+    try:
+        m.set_activity_fit({"for hiking and camping": ["hiking", "tent", "trail"],
+                            "for the home office": ["keyboard", "monitor"]})
+        boots = m.grounding("Trailvane Waterproof Boots", ["Grips on wet trail rock"], None)
+        assert {" ".join(p) for p in boots.lexicon.phrases} == {
+            "for hiking and camping", "for gift giving"}  # no activity: always allowed
+        shampoo = m.grounding("Vitalis Argan Oil Shampoo", [], "shampoo for the office")
+        assert {" ".join(p) for p in shampoo.lexicon.phrases} == {"for gift giving"}
+        m.set_activity_fit({})  # no lexicon: every phrase, as before
+        assert len(m.grounding("Vitalis Argan Oil Shampoo", [], None).lexicon.phrases) == 3
+    finally:
+        m.config.phrases = phrases
+        m.set_activity_fit({})
