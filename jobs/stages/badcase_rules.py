@@ -600,6 +600,7 @@ class Lexicons:
     negations: frozenset[str] = frozenset()  # "no", "zero": "No Sugar" the ad must say
     place_codes: dict = field(default_factory=dict)  # place tokens -> its code's tokens
     activities: tuple[ActivityFit, ...] = ()  # activity framings that must fit the ad
+    audience_phrases: frozenset[str] = frozenset()  # audience_phrases.txt, as written
     # SourceFacts of recently judged ads (see `source_facts`), not part of the config
     facts_cache: dict = field(default_factory=dict, compare=False, repr=False)
     text_cache: dict = field(default_factory=dict, compare=False, repr=False)  # _text_facts
@@ -676,6 +677,7 @@ class Lexicons:
             place_codes=place_codes(),
             negations=frozenset(stem(normalize(str(w))) for w in claims.get("negations") or []),
             activities=activities,
+            audience_phrases=frozenset(read_lines(bc.audience_phrases)),
         )
 
 
@@ -875,10 +877,13 @@ class ClauseGrammar:
     pairs: frozenset[tuple[str, str]]
     particles: frozenset[str]  # may end a phrase ("shut-off", "set up")
     sizes: frozenset[str] = frozenset()  # stems of units of a size: "1.7 oz" stands alone
+    vague: frozenset[str] = frozenset()  # stems of a point's last words that mean nothing alone
+    reversers: frozenset[str] = frozenset()  # stems a lone word of their point would drop
 
     @classmethod
     def load(cls, settings: dict) -> ClauseGrammar:
         fw = settings.get("function_words") or {}
+        lone = settings.get("lone_words") or {}
 
         def words(key: str) -> frozenset[str]:
             return frozenset(normalize(str(w)) for w in fw.get(key) or [])
@@ -891,7 +896,9 @@ class ClauseGrammar:
                    int(settings.get("short_point_tokens", 8)), words("articles"),
                    words("determiners"), words("prepositions"), words("conjunctions"), pairs,
                    words("particles"),
-                   frozenset(stem(normalize(str(u))) for u in settings.get("size_units") or []))
+                   frozenset(stem(normalize(str(u))) for u in settings.get("size_units") or []),
+                   frozenset(_word_stems(lone.get("vague") or [])),
+                   frozenset(_word_stems(lone.get("reversers") or [])))
 
     def glue_breaks(self, a: str, b: str) -> bool:
         """Whether function word `b` cannot follow function word `a` ("a in", "of a of",
@@ -1227,7 +1234,10 @@ def clause_findings(raw: Sequence[tuple[str, str]], toks: Sequence[tuple[str, st
         if any(u[0] == _NONE for u in units):
             continue  # a word or number the ad lacks: the grounding rules judge the clause
         words = [raw[k][1] for k in range(a, b)]
-        code = _judge_clause(c, words, units, ci, len(bounds), facts, lex, toks[b:])
+        # audience phrases of the lexicon ("for travel"): a framing, even where a selling
+        # point has the same words ("Packs flat for travel")
+        framing = [(i, j) for i, j, p in hits if p in lex.audience_phrases]
+        code = _judge_clause(c, words, units, ci, len(bounds), facts, lex, toks[b:], framing)
         if code:
             found.append((code, " ".join(words)))
     return found
@@ -1257,10 +1267,13 @@ def _merge_pieces(units: list[tuple[str, int, int, int, int]]
 def _judge_clause(c: Sequence[tuple[str, str]], words: list[str],
                   units: list[tuple[str, int, int, int, int]], ci: int, n_clauses: int,
                   facts: SourceFacts, lex: Lexicons,
-                  follow: Sequence[tuple[str, str]] = ()) -> str | None:
+                  follow: Sequence[tuple[str, str]] = (),
+                  framing: Sequence[tuple[int, int]] = ()) -> str | None:
     """The reason code for one clause read as `units` (see `clause_findings`), or None.
     `follow`: the title's tokens after the clause (a point may go on in the next clause:
-    "Buy 2, Get 1 Free")."""
+    "Buy 2, Get 1 Free"). `framing`: spans of the clause that are audience phrases of the
+    lexicon ("for travel"): a piece inside one is a framing, judged by the framing rules
+    (`misfit_audience`), not a clipped point."""
     g = lex.clauses
     content = [u for u in units if u[0] != _GLUE]
     if not content:
@@ -1323,6 +1336,8 @@ def _judge_clause(c: Sequence[tuple[str, str]], words: list[str],
         kind, text = facts.pieces[si]
         if tuple(text[pos:end]) in facts.whole:
             continue
+        if any(s <= i and j <= e for s, e in framing):
+            continue  # "For travel" of "Packs flat for travel": the travel framing
         piece = c[i:j]
         before = text[pos - 1] if pos > 0 else None
         after = text[end] if end < len(text) else None
@@ -1348,9 +1363,40 @@ def _judge_clause(c: Sequence[tuple[str, str]], words: list[str],
         if j - i == 1 and sum(1 for _k, v in text if v not in stop) >= 2:
             if pos == 0 and after is not None and after[0] == "n":
                 continue  # a name with its version: "Bluetooth" of "Bluetooth 5.3 connection"
+            if n_content == 1 and _stands_alone(text, pos, words[i], lex):
+                continue  # a list item of its own: "Cookbook" of "Includes 50-recipe
+                # cookbook", "Genuine" of "Genuine leather upper" (glued to other words it
+                # stays word salad: "Helmet Secure Outsole")
             # one word of a claim: "Hours", "Price", "Guarantee"
             return "clipped_point" if n_content == 1 else "word_salad"
     return None
+
+
+def _stands_alone(text: Sequence[tuple[str, str]], pos: int, word: str, lex: Lexicons) -> bool:
+    """Whether the word at `pos` of a short selling point (`text`, stemmed; `word` as the
+    title writes it) says on its own what the point says of it (thresholds.yaml `clauses`
+    `lone_words`): a descriptor adjective (identity `descriptors`: "Genuine" of "Genuine
+    leather upper"), or the point's final head noun, its last word after a content word
+    ("Cookbook" of "Includes 50-recipe cookbook"), that is no unit, no -ing or -ed form
+    ("Packaging", "Included"), no -ly adverb and none of the `vague` words that mean nothing alone
+    ("Guarantee", "Warranty", "Checkout", "Returns"). Never when the point has a negation,
+    an offer word or a `reversers` word the lone word would drop ("Oil" of "Cooks with 85%
+    less oil", "Flavors" of "No artificial flavors", "Free" of "99% dust-free")."""
+    g = lex.clauses
+    k, v = text[pos]
+    if k != "w" or len(v) < 2 or g is None:
+        return False
+    if any(t in g.reversers or t in lex.negations or t in lex.offers for _k, t in text):
+        return False
+    if v in lex.descriptors:
+        return True
+    stop = lex.grounding.stopwords
+    prev = text[pos - 1] if pos > 0 else None
+    w = word.casefold()
+    return (pos == len(text) - 1 and prev is not None and prev[0] == "w"
+            and prev[1] not in stop
+            and v not in stop and v not in lex.units and v not in g.vague
+            and not w.endswith(("ing", "ed", "ly")))
 
 
 _FACTS_CACHE_SIZE = 4096

@@ -184,3 +184,60 @@ def test_a_group_word_inside_an_occasion_phrase_is_no_group(lex):
     assert judge_title("Brickwise Strategy Board Game for family time", game, lex) == []
     assert "protected_attribute" in codes(lex, "Brickwise Strategy Board Game for families",
                                           game)
+
+
+# One word of a short selling point, and a framing with a selling point's words (a
+# hand-check of a real cycle's kills found these killed as `clipped_point`).
+MIXER = AdSource("Hearthline BPA-Free Stand Mixer",
+                 ["Cooks with 85% less oil", "Auto shut-off for safety", "Dishwasher-safe parts",
+                  "Includes 50-recipe cookbook", "Price match guarantee", "30-day free returns",
+                  "Recyclable packaging", "Free shipping on orders over $35"], None,
+                 "Hearthline", "home_kitchen")
+RAIN = AdSource("Northloom Slim Fit Rain Jacket",
+                ["Genuine leather upper", "Rated 4.7 out of 5 by customers", "Sizes XS to 3XL",
+                 "Ships within 24 hours", "Free shipping on orders over $50"], None,
+                "Northloom", "fashion")
+CANVAS = AdSource("Ashgrove Organic Cotton Canvas Tote Bag, Relaxed Fit",
+                  ["Packs flat for travel", "Price match guarantee", "Genuine leather upper",
+                   "30-day free returns", "Available in 6 colors"], None, "Ashgrove", "fashion")
+HELMET = AdSource("Summitcraft Breathable Mountain Bike Helmet",
+                  ["Weighs only 2.1 lbs", "Secure checkout", "Vibram rubber outsole"],
+                  "best mountain bike helmet secure checkout", "Summitcraft", "sports_outdoors")
+
+
+@pytest.mark.parametrize("title,src", [
+    # the point's final head noun names an included item on its own
+    ("For home cooking: Hearthline BPA-Free Stand Mixer - Cooks with 85% less oil, Cookbook, "
+     "Dishwasher-safe", MIXER),
+    # a descriptor adjective of the point
+    ("Northloom Rain Jacket, Genuine, Sizes XS to 3XL", RAIN),
+    # an audience phrase of the lexicon that a selling point also has: a framing (the ad
+    # fits travel: its point names it)
+    ("Ashgrove Organic Cotton Canvas Tote Bag, For travel, fit for the daily commute", CANVAS),
+])
+def test_a_word_that_stands_alone_and_a_framing_are_no_clipped_point(lex, title, src):
+    assert judge_title(title, src, lex) == []
+
+
+@pytest.mark.parametrize("title,src,code", [
+    # a leading noun or word that means nothing alone, the last word of an offer
+    ("Hearthline BPA-Free Stand Mixer, Price, Dishwasher-safe parts", MIXER, "clipped_point"),
+    ("Hearthline BPA-Free Stand Mixer, Guarantee, Dishwasher-safe parts", MIXER,
+     "clipped_point"),
+    ("Hearthline BPA-Free Stand Mixer, Returns, Dishwasher-safe parts", MIXER, "clipped_point"),
+    ("Hearthline BPA-Free Stand Mixer, Packaging, Dishwasher-safe parts", MIXER,
+     "clipped_point"),
+    ("Northloom Rain Jacket, Hours, Sizes XS to 3XL", RAIN, "clipped_point"),
+    ("Northloom Rain Jacket, Free, Sizes XS to 3XL", RAIN, "clipped_point"),
+    # the head noun without the word that gives it its sense ("less oil"), an object of a
+    # preposition ("by customers")
+    ("Hearthline BPA-Free Stand Mixer, Oil, Dishwasher-safe parts", MIXER, "clipped_point"),
+    ("Northloom Rain Jacket, Customers, Sizes XS to 3XL", RAIN, "clipped_point"),
+    # a clipped multi-word piece that changes the meaning
+    ("Northloom Rain Jacket, Sizes XS to 3XL, on orders over $50", RAIN, "clipped_point"),
+    ("Hearthline BPA-Free Stand Mixer, with 85% less oil, Cookbook", MIXER, "clipped_point"),
+    # a head noun glued to other words is still word salad
+    ("Summitcraft Helmet Secure Outsole: Weighs only 2.1 lbs", HELMET, "word_salad"),
+])
+def test_words_that_do_not_stand_alone_stay_killed(lex, title, src, code):
+    assert code in codes(lex, title, src), judge_title(title, src, lex)
