@@ -120,9 +120,12 @@ def _copy_with_ads(cfg, tmp_path, m, ads: pa.Table):
     pq.write_table(ads, out / "active_ads.parquet")
     queries = pq.read_table(m["extract_features"]["outputs"]["ad_queries"]["path"])
     pq.write_table(queries, out / "ad_queries.parquet")
-    st.commit({"active_ads": {"path": str(st.final / "active_ads.parquet"), "rows": ads.num_rows},
+    outputs = {"active_ads": {"path": str(st.final / "active_ads.parquet"), "rows": ads.num_rows},
                "ad_queries": {"path": str(st.final / "ad_queries.parquet"),
-                              "rows": queries.num_rows}})
+                              "rows": queries.num_rows}}
+    for name in ("items", "user_sequences"):  # the point plan reads who clicked what
+        outputs[name] = m["extract_features"]["outputs"][name]
+    st.commit(outputs)
     return cfg
 
 

@@ -78,7 +78,9 @@ def test_report_measures_personalization_of_the_passing_variants(matched_cycle):
         assert p["fidelity"]["pairs"] == 3 and 0 <= p["fidelity"]["fidelity"] <= 1
         assert p["fidelity_control"]["pairs"] == 3
         # the query-aware title takes up "waterproof", which its cluster's query-free lacks
-        assert p["query_uptake"] == {"pairs": 1, "uptake": 1.0}
+        # ("waterproof" is not in the original title: an open pair)
+        assert p["query_uptake"] == {"pairs": 1, "uptake": 1.0, "open_pairs": 1,
+                                     "uptake_open": 1.0}
         glance = p["at_a_glance"][0]
         assert [c["title"] for c in glance["clusters"]] == [
             t for _, t in sorted(zip(clusters, titles, strict=True))]
