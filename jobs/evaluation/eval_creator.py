@@ -52,6 +52,7 @@ from jobs.stages.generate import (
     request_seed,
 )
 from jobs.stages.personalization import CycleClicks, cross_cluster_fidelity, distinct_titles
+from jobs.stages.point_plan import cycle_planner
 from jobs.training import train_creator
 from jobs.training.teachers import (
     ChatClient,
@@ -151,31 +152,6 @@ def _fidelity(cfg: Config, cycle_id: str, rows: list[dict], titles: list[str],
     }
 
 
-def _grid_planner(cfg: Config, cycle_id: str, group_of: dict[str, int], centres: np.ndarray):
-    """(ad row, centre) -> the centre's point plan, as match_ads gives a cluster's."""
-    from jobs.stages.badcase_rules import read_lines
-    from jobs.stages.point_plan import ClusterWordLift, choose_claims, rank_claims
-
-    features = read_manifest(stage_dir(cfg.lake, cycle_id, "extract_features"))
-    stopwords = {w.lower() for w in read_lines(cfg.badcase.stopwords)}
-    lift = ClusterWordLift.from_clicks(
-        pq.read_table(features["outputs"]["items"]["path"], columns=["item_hash", "item_text"]),
-        pq.read_table(features["outputs"]["user_sequences"]["path"],
-                      columns=["user_id", "item_hashes"]),
-        pa.table({"user_id": list(group_of), "cluster_id": pa.array(list(group_of.values()),
-                                                                     pa.int64())}),
-        dict(enumerate(centres)), cfg.match.plan_neighbours, stopwords)
-    t = cfg.creator.teacher
-
-    def plan(ad: dict, centre: int) -> list[str]:
-        return choose_claims(rank_claims(ad["original_title"], ad["selling_points"], None,
-                                         lambda w: lift.lift(centre, w), stopwords,
-                                         t.max_added_chars - 2),
-                             None, t.max_selling_points, t.max_added_chars)
-
-    return plan
-
-
 def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str | None = None,
                       progress: bool = False) -> dict[str, Any]:
     e = cfg.creator.eval
@@ -219,18 +195,23 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str |
         centres = km.cluster_centers_.astype(np.float32)
         ads = list({r["ad_id"]: r for r in rows}.values())[: e.ads]
         grid = [(a, c) for a in ads for c in range(k)]
-        plan = _grid_planner(cfg, cycle_id, dict(zip(user_ids, km.labels_.tolist(),
-                                                     strict=True)), centres)
+        # each centre's plan from its users' clicks, as match_ads gives a cluster's
+        plan = cycle_planner(
+            cfg, read_manifest(stage_dir(cfg.lake, cycle_id, "extract_features")),
+            pa.table({"user_id": user_ids, "cluster_id": pa.array(km.labels_, pa.int64())}),
+            dict(enumerate(centres)))
         grid_seeds = [request_seed(cfg.generate.seed, f"{a['ad_id']}:{c}") for a, c in grid]
         grid_sources = [(a["original_title"], a["selling_points"], None) for a, _ in grid]
         d_out = engine.generate(centres[[c for _, c in grid]], [
-            model.prompt_ids(a["original_title"], a["selling_points"], None, plan(a, c))[0]
+            model.prompt_ids(a["original_title"], a["selling_points"], None,
+                             plan(a["original_title"], a["selling_points"], None, c))[0]
             for a, c in grid], grid_seeds, sources=grid_sources)
         # control: each cluster's slot filled with another cluster's centre and plan
         swap = np.roll(np.arange(k), 1)
         d_shuf = engine.generate(centres[[swap[c] for _, c in grid]], [
             model.prompt_ids(a["original_title"], a["selling_points"], None,
-                             plan(a, int(swap[c])))[0] for a, c in grid],
+                             plan(a["original_title"], a["selling_points"], None,
+                                  int(swap[c])))[0] for a, c in grid],
             grid_seeds, sources=grid_sources)
     finally:
         engine.close()

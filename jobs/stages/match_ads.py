@@ -37,6 +37,7 @@ from jobs.platform.devices import pick_device
 from jobs.platform.errors import UserError
 from jobs.platform.lake import StageOutput, fingerprint_code, read_manifest, run_stage, stage_dir
 from jobs.platform.registry import CREATOR, HLLM, artifact_version, require_artifact
+from jobs.stages.point_plan import cycle_planner
 from models.predictor import ItemUserPredictor
 
 STAGE = "match_ads"
@@ -104,34 +105,6 @@ def score_clusters(predictor, items: np.ndarray, centroids: np.ndarray, top: int
     return np.take_along_axis(cand, order, 1), np.take_along_axis(probs, order, 1)
 
 
-def cluster_planner(cfg: Config, features: dict, clusters_m: dict, cents: pa.Table):
-    """(ad row, cluster id, query) -> the claims that cluster's title should carry: the
-    cluster's word lift over its nearest clusters (jobs/stages/point_plan.py)."""
-    from jobs.stages.badcase_rules import read_lines
-    from jobs.stages.point_plan import ClusterWordLift, choose_claims, rank_claims
-
-    stop_file = Path(cfg.badcase.stopwords)
-    stopwords = {w.lower() for w in read_lines(stop_file)} if stop_file.is_file() else set()
-    lift = ClusterWordLift.from_clicks(
-        pq.read_table(features["outputs"]["items"]["path"], columns=["item_hash", "item_text"]),
-        pq.read_table(features["outputs"]["user_sequences"]["path"],
-                      columns=["user_id", "item_hashes"]),
-        pq.read_table(clusters_m["outputs"]["assignments"]["path"],
-                      columns=["user_id", "cluster_id"]),
-        dict(zip(cents.column("cluster_id").to_pylist(), _matrix(cents, "centroid"),
-                 strict=True)),
-        cfg.match.plan_neighbours, stopwords)
-    t = cfg.creator.teacher
-
-    def plan(ad: dict, cluster_id: int, query: str | None) -> list[str]:
-        ranked = rank_claims(ad["title"], ad["selling_points"], query,
-                             lambda words: lift.lift(cluster_id, words), stopwords,
-                             t.max_added_chars - 2)
-        return choose_claims(ranked, query, t.max_selling_points, t.max_added_chars)
-
-    return plan
-
-
 def _load_inputs(cfg: Config, cycle_id: str) -> dict[str, Any]:
     manifests = {s: read_manifest(stage_dir(cfg.lake, cycle_id, s))
                  for s in ("extract_features", "embed_items", "cluster_users")}
@@ -186,11 +159,14 @@ def match(cfg: Config, cycle_id: str, manifests: dict[str, dict], predictor, hll
 
     cols: dict[str, list] = {f.name: [] for f in REQUEST_SCHEMA}
     ad = ads.take(pa.array(matched)).to_pylist() if len(matched) else []
-    planner = cluster_planner(cfg, features, clusters_m, cents) if mc.plan_neighbours else None
+    planner = cycle_planner(
+        cfg, features, pq.read_table(clusters_m["outputs"]["assignments"]["path"],
+                                     columns=["user_id", "cluster_id"]),
+        dict(zip(cluster_ids.tolist(), centroids, strict=True))) if mc.plan_neighbours else None
 
     def add(a: dict, rank: int, c_row: int, score: float, strategy: str, query: str | None):
         cid = int(cluster_ids[c_row])
-        plan = planner(a, cid, query) if planner else []
+        plan = planner(a["title"], a["selling_points"], query, cid) if planner else []
         values = {
             "request_id": request_id(a["content_hash"], cid, centroid_version, strategy, query,
                                      creator_version, plan),

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from jobs.platform.config import Config
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'&-]*")
 
@@ -146,3 +150,32 @@ class ClusterWordLift:
         b = np.array([self.base[i, j] if j is not None else 0.0 for j in cols])
         return float(np.mean(np.log((c + 1) / (self.totals[i] + 2))
                              - np.log((b + 1) / (self.base_totals[i] + 2))))
+
+
+def cycle_planner(cfg: Config, features: dict, assignments: pa.Table,
+                  centroids: Mapping[int, np.ndarray]
+                  ) -> Callable[[str, list[str] | None, str | None, int], list[str]]:
+    """(title, selling points, query, cluster id) -> that cluster's plan, from a cycle's
+    `extract_features` manifest (who clicked what) and `assignments` (user_id, cluster_id):
+    what match_ads gives a cluster and `eval creator` gives a grid centre. Claims fit the
+    teacher's budget (`creator.teacher`)."""
+    from jobs.stages.badcase_rules import read_lines
+
+    stop_file = Path(cfg.badcase.stopwords)
+    stopwords = {w.lower() for w in read_lines(stop_file)} if stop_file.is_file() else set()
+    lift = ClusterWordLift.from_clicks(
+        pq.read_table(features["outputs"]["items"]["path"], columns=["item_hash", "item_text"]),
+        pq.read_table(features["outputs"]["user_sequences"]["path"],
+                      columns=["user_id", "item_hashes"]),
+        assignments, centroids, cfg.match.plan_neighbours, stopwords)
+    t = cfg.creator.teacher
+
+    def plan(title: str, selling_points: list[str] | None, query: str | None,
+             cluster_id: int) -> list[str]:
+        ranked = rank_claims(title, selling_points, query,
+                             lambda words: lift.lift(cluster_id, words), stopwords,
+                             t.max_added_chars - 2)
+        return choose_claims(ranked, query, t.max_selling_points, t.max_added_chars)
+
+    return plan
+
