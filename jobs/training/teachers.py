@@ -50,7 +50,7 @@ from jobs.platform.errors import UserError
 from jobs.platform.registry import HLLM, current_artifact, load_item_llm
 from jobs.stages.badcase_rules import read_lines
 from jobs.stages.embed_items import embed_texts
-from jobs.stages.point_plan import choose_claims, normalize, rank_claims
+from jobs.stages.point_plan import choose_claims, content_words, normalize, rank_claims
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class GroundedTeacher:
         self.n_docs = len(set(item_texts))
 
     def _content(self, text: str) -> set[str]:
-        return {w for w in _norm(text).split() if w not in self.stopwords and len(w) > 1}
+        return content_words(text, self.stopwords)
 
     # -- step 1: profile --------------------------------------------------------------
 
