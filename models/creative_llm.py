@@ -222,21 +222,31 @@ class CreativeLLM(nn.Module):
     def description_ids(self, description: str) -> list[int]:
         return self._ids(" " + description)[: self.config.max_description_tokens]
 
-    def grounding(self, title: str, selling_points: list[str] | None, query: str | None):
-        """The request's grounded decoder (None when grounded decoding is off)."""
+    def grounding_spec(self, title: str, selling_points: list[str] | None, query: str | None,
+                       plan: list[str] | None = None) -> dict:
+        """What a request's grounded decoder is built from (`grounding_for`'s arguments
+        beyond the artifact's lexicons): its texts, its plan, and the activity framings its
+        texts do not fit (`set_activity_fit`). The vLLM processor gets it as `extra_args`."""
+        texts = [title or "", *(selling_points or []), query or ""]
+        low = " ".join(texts).lower()
+        off = sorted(p.lower() for p in self.config.phrases
+                     if p.lower() in self._fit and not self._fit[p.lower()].search(low))
+        return {"texts": texts, "plan": list(plan or []), "phrases_off": off}
+
+    def grounding(self, title: str, selling_points: list[str] | None, query: str | None,
+                  plan: list[str] | None = None):
+        """The request's grounded decoder (None when grounded decoding is off); `plan`: the
+        claims the title must carry (lexically constrained)."""
         if not self.config.grounded_decoding:
             return None
         from models.grounded_decoding import TokenTable, grounding_for
 
         if self._table is None:
             self._table = TokenTable(self.tokenizer)
-        texts = [title or "", *(selling_points or []), query or ""]
-        phrases = tuple(self.config.phrases)
-        if self._fit:  # an activity framing only where the ad's own texts fit the activity
-            low = " ".join(texts).lower()
-            phrases = tuple(p for p in phrases
-                            if p.lower() not in self._fit or self._fit[p.lower()].search(low))
-        return grounding_for(self._table, texts, phrases, tuple(self.config.stopwords))
+        spec = self.grounding_spec(title, selling_points, query, plan)
+        return grounding_for(self._table, spec["texts"], tuple(self.config.phrases),
+                             tuple(self.config.stopwords), spec["plan"],
+                             tuple(spec["phrases_off"]))
 
     def set_activity_fit(self, cues_by_framing: dict[str, list[str]]) -> None:
         """Activity framings (lexicon phrases such as "for hiking and camping") that the

@@ -23,6 +23,13 @@ is not a connector (`for`, `with`, `and` ...), so a title ends where the model e
 never mid-phrase; a title that reaches the token budget without ending is dropped by the
 caller, not cut.
 
+A request may carry a **plan**: the claims (selling points, whole) this audience's title
+should say (jobs/stages/point_plan.py). Lexically constrained decoding keeps it: the end
+token is allowed only once every claim's content words are in the title, and a clause that
+opens after `,` or a standalone separator (` -`, ` |`) while a claim is missing is that
+claim, word for word. The model still chooses the form around it (what leads, the framing,
+where the clause goes, what else it adds).
+
 The same per-request logic serves transformers `generate` (`GroundedLogitsProcessor`) and
 vLLM (`models/grounded_vllm.py`, a v1 logits processor fed through
 `SamplingParams.extra_args["grounding"]`). Imports nothing from `jobs/`.
@@ -46,6 +53,9 @@ ARTICLES = {"a", "an", "the"}
 # lexicon phrases a title may use ("For office workers: …, Free returns"): a chain of them
 # ("Explore, Buy Now for athletes, Get Yours today") is filler, not a title
 MAX_PHRASES = 2
+# separators after which a missing plan claim is written (not `:`, which ends a framing
+# such as "For hikers:" whose next clause is the product)
+PLAN_OPENERS = {",", "-", "–", "—", "|"}
 
 
 def _chunks(text: str | None) -> list[str]:
@@ -262,7 +272,7 @@ class Grounding:
                  limits: dict[str, int] | None = None,
                  numbers: dict[str, set[str | None]] | None = None, target_words: int = 0,
                  number_before: dict[str, set[str | None]] | None = None,
-                 original: str = ""):
+                 original: str = "", plan: list[str] | None = None):
         self.table = table
         self.original = _plain(original)  # a title may not end as a copy of it
         self.number_before = number_before or {}
@@ -274,6 +284,38 @@ class Grounding:
         self.lexicon = lexicon
         self.limits = limits or {}
         self._cache: dict[tuple, tuple[list[int], bool]] = {}
+        # the plan's claims: (their words lower-cased, their content words); a claim with a
+        # word the sources lack cannot be copied and is left out
+        stop = lexicon.stop if lexicon is not None else frozenset()
+        self.plan: list[tuple[tuple[str, ...], frozenset[str]]] = []
+        for claim in plan or []:
+            ws = tuple(w.lower() for w in _chunks(claim))
+            if ws and all(w in self.own_lower for w in ws):
+                content = frozenset(w for w in ws if w not in CONNECTORS and w not in stop)
+                self.plan.append((ws, content or frozenset(ws)))
+        self._claim_tries: dict[str, WordTrie] = {}
+
+    def plan_done(self, low: list[str]) -> bool:
+        """Every claim of the plan is in the title (its content words, in any order)."""
+        have = set(low)
+        return all(content <= have for _, content in self.plan)
+
+    def forced(self, low: list[str], clause: int, opener: str | None) -> WordTrie | None:
+        """The next word when the clause being written must be a missing plan claim (its
+        `clause` words so far are the start of that claim, and it opened after one of
+        `PLAN_OPENERS`), as a trie of its spellings; None when the model chooses."""
+        if not self.plan or opener not in PLAN_OPENERS:
+            return None
+        have = set(low)
+        so_far = tuple(low[len(low) - clause:]) if clause else ()
+        for ws, content in self.plan:
+            if not content <= have and ws[:len(so_far)] == so_far and len(ws) > len(so_far):
+                w = ws[len(so_far)]
+                if w not in self._claim_tries:
+                    self._claim_tries[w] = WordTrie(
+                        {o for o in self.own.words if o.lower() == w})
+                return self._claim_tries[w]
+        return None
 
     def tries_after(self, low: list[str], joined: bool = True,
                     starts: frozenset[int] = frozenset()) -> tuple[list[WordTrie], bool]:
@@ -389,19 +431,21 @@ class Grounding:
         """(allowed token ids, whether this is a dead end where only the end token is left)."""
         t = self.table
         raw = b"".join(t.bytes_of.get(i, b"") for i in generated if i != t.eos_id)
-        words, frag, after_sep, starts = _parse(raw)
+        words, frag, after_sep, starts, opener, clause = _parse(raw)
         if after_sep and not raw.endswith(b" "):
             last = raw.rsplit(b" ", 1)[-1]
             if last[-1:] in (b",", b":") and any(
                     tr.find(last) is not None for tr in [self.own, *self._number_tries.values()]):
-                words, frag, after_sep = words[:-1], last, False  # "16," of "16,000"
+                # "16," of "16,000": the clause goes on
+                words, frag, after_sep = words[:-1], last, False
+                opener, clause = _parse(raw[: len(raw) - len(last)])[4:]
         low = [_lower(w) for w in words]
         starts = frozenset(i for i in starts if i < len(low))
         prev = low[-1] if low else None
         pairs = set(zip(low, low[1:], strict=False))
         banned_next = ({b for a, b in pairs if a == prev} | ({prev} if prev else set())
                        | self._used_up(low))
-        key = (frag, after_sep, raw.endswith(b" "), not raw, tuple(low), starts)
+        key = (frag, after_sep, raw.endswith(b" "), not raw, tuple(low), starts, opener, clause)
         if key in self._cache:
             return self._cache[key]
         ban = set(banned_next)
@@ -410,8 +454,12 @@ class Grounding:
         # the word being written (or next) follows the last word with no separator between
         joined = not (after_sep or (tail and (tail[-1] in SEPARATORS_TRAILING
                                               or tail in SEPARATORS_STANDALONE)))
-        tries, may_end = self.tries_after(low, joined, starts)
-        ban = ban | self._misplaced_numbers(prev, joined and bool(raw.strip()))
+        claim = self.forced(low, clause, opener)
+        if claim is not None:  # a plan claim, copied whole: no bans, no end, no separator
+            tries, may_end, ban = [claim], False, set()
+        else:
+            tries, may_end = self.tries_after(low, joined, starts)
+            ban = ban | self._misplaced_numbers(prev, joined and bool(raw.strip()))
         ids: set[int] = set()
         if not raw:  # START: an own word or a lexicon phrase's first word, never a filler
             if self.lexicon is not None:
@@ -419,34 +467,40 @@ class Grounding:
             ids |= self._tokens_from(tries, b"", t.cont, ban)
             ids |= self._tokens_from(tries, b"", t.space, ban) | set(t.bare_space)
         elif raw.endswith(b" "):  # after a space: the next word's first bytes
-            ids |= self._tokens_from(tries if joined else self._no_filler(tries), b"", t.cont,
-                                     ban)
+            ids |= self._tokens_from(tries if joined or claim else self._no_filler(tries), b"",
+                                     t.cont, ban)
             before = raw.rstrip(b" ").rsplit(b" ", 1)[-1].decode("utf-8", errors="replace")
             if may_end and before and before[-1] not in SEPARATORS_TRAILING \
                     and before not in SEPARATORS_STANDALONE and self._may_close(_lower(
                         before.encode("utf-8"))):
                 ids |= set(t.standalone_bare)  # "Pen" " " "-"
         elif after_sep:  # after `,` `:` or ` -`: a space, or a space-led word (no filler)
-            ids |= self._tokens_from(self._no_filler(tries), b"", t.space, ban)
+            ids |= self._tokens_from(tries if claim else self._no_filler(tries), b"", t.space,
+                                     ban)
             ids -= set(t.standalone)  # no second separator ("& &")
             ids |= set(t.bare_space)
         else:  # inside a word; one that opens a clause is no bare filler, as at its start
-            ids |= self._tokens_from(tries if joined and low else self._no_filler(tries), frag,
-                                     t.cont, ban)
+            ids |= self._tokens_from(tries if (joined and low) or claim else
+                                     self._no_filler(tries), frag, t.cont, ban)
             word = _lower(frag)
-            if self._is_word(tries, frag) and word not in banned_next:
+            if self._is_word(tries, frag) and (claim or word not in banned_next):
                 # the word may end here: then the bans apply to what follows it
-                pairs_here = pairs | ({(prev, word)} if prev else set())
-                ban_here = ({b for a, b in pairs_here if a == word} | {word}
-                            | self._used_up(low + [word]))
-                tries_here, may_end_here = self.tries_after(
-                    low + [word], True, starts | ({len(low)} if not joined else set()))
-                ban_here |= self._misplaced_numbers(word, True)
+                here = low + [word]
+                claim_here = self.forced(here, clause + 1, opener)
+                if claim_here is not None:  # the claim goes on
+                    tries_here, may_end_here, ban_here = [claim_here], False, set()
+                else:
+                    pairs_here = pairs | ({(prev, word)} if prev else set())
+                    ban_here = ({b for a, b in pairs_here if a == word} | {word}
+                                | self._used_up(here))
+                    tries_here, may_end_here = self.tries_after(
+                        here, True, starts | ({len(low)} if not joined else set()))
+                    ban_here |= self._misplaced_numbers(word, True)
                 ids |= self._tokens_from(tries_here, b"", t.space, ban_here)
                 ids |= set(t.bare_space)
                 if may_end_here and self._may_close(word):  # outside an open phrase
                     ids |= set(t.trailing) | set(t.standalone)
-                    if len(words) + 1 >= MIN_WORDS and _plain(
+                    if len(words) + 1 >= MIN_WORDS and self.plan_done(here) and _plain(
                             raw.decode("utf-8", errors="replace")) != self.original:
                         ids.add(t.eos_id)
         dead = not ids
@@ -467,22 +521,28 @@ def _plain(text: str) -> str:
                                 for c in text.lower().split()) if w)
 
 
-def _parse(raw: bytes) -> tuple[list[bytes], bytes, bool, set[int]]:
+def _parse(raw: bytes) -> tuple[list[bytes], bytes, bool, set[int], str | None, int]:
     """(complete words, the fragment being written, whether the text ends in a separator
     or in a space after one, the indices of the words that open a clause: the first word
-    and each after a separator). Separators are not words."""
+    and each after a separator, the separator that opened the clause being written (None:
+    the title's start), how many complete words that clause has). Separators are not words."""
     chunks = raw.lstrip(b" ").split(b" ")
     words: list[bytes] = []
     starts, opens = set(), True
+    pending: str | None = None  # the separator the next clause opens after
+    opener, clause_at = None, 0
     for c in chunks[:-1]:
         w = c.rstrip(b",:")
         if w and w.decode("utf-8", errors="replace") not in SEPARATORS_STANDALONE:
             if opens:
                 starts.add(len(words))
+                opener, clause_at = pending, len(words)
             words.append(w)
             opens = w != c  # "Pen," closes a clause
+            if opens:
+                pending = c[-1:].decode()
         elif c:
-            opens = True  # " - ", " | "
+            opens, pending = True, c.decode("utf-8", errors="replace")  # " - ", " | "
     last = chunks[-1]
     text_last = last.decode("utf-8", errors="replace")
     after_sep = bool(last) and (text_last[-1] in SEPARATORS_TRAILING
@@ -493,8 +553,13 @@ def _parse(raw: bytes) -> tuple[list[bytes], bytes, bool, set[int]]:
             if opens:
                 starts.add(len(words))
             words.append(w)
-        last = b""
-    return words, last, after_sep, starts
+            pending = text_last[-1]
+        else:
+            pending = text_last
+        last, opens = b"", True
+    if opens:  # a new clause, no word of it yet
+        return words, last, after_sep, starts, pending, 0
+    return words, last, after_sep, starts, opener, len(words) - clause_at
 
 
 class Lexicon:
@@ -554,21 +619,25 @@ class Lexicon:
         return frozenset(self.phrases[k][n] for k, n, s in active if s <= owed), True, done
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=64)  # one per set of framings that fit an ad
 def lexicon(phrases: tuple[str, ...], stopwords: tuple[str, ...] = ()) -> Lexicon:
     return Lexicon(phrases, stopwords)
 
 
 def grounding_for(table: TokenTable, texts: list[str], phrases: tuple[str, ...],
-                  stopwords: tuple[str, ...] = ()) -> Grounding:
+                  stopwords: tuple[str, ...] = (), plan: list[str] | None = None,
+                  phrases_off: tuple[str, ...] = ()) -> Grounding:
     """The request's decoder: its own texts' words (numbers included) and the lexicons'
-    stopwords and whole phrases (no numbers), each word used at most as often as a source
-    uses it."""
+    stopwords and whole phrases (no numbers; `phrases_off`, lower-cased, left out), each
+    word used at most as often as a source uses it; `plan`: the claims the title must carry."""
+    if phrases_off:
+        off = set(phrases_off)
+        phrases = tuple(p for p in phrases if p.lower() not in off)
     return Grounding(table, source_words(texts), lexicon(phrases, stopwords),
                      word_limits(texts), number_successors(texts),
                      target_words=len(_chunks(texts[0])) if texts else 0,
                      number_before=number_predecessors(texts),
-                     original=texts[0] if texts else "")
+                     original=texts[0] if texts else "", plan=plan)
 
 
 EOS_BONUS_PER_WORD = 1.0  # logit added to the end token per word past the target length

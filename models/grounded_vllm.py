@@ -2,9 +2,10 @@
 
 Passed to the engine by name, `LLM(logits_processors=["models.grounded_vllm:VLLMGroundedProcessor"])`,
 so the engine's worker process imports it. A request is grounded when its sampling params
-carry `extra_args={"grounding": {"artifact": DIR, "texts": [...]}}` (DIR: a saved Creative
-LLM, whose `lm/` tokenizer and `creative_llm.json` lexicon phrases and stopwords are read once
-per process); other requests pass through untouched.
+carry `extra_args={"grounding": {"artifact": DIR, "texts": [...], "plan": [...],
+"phrases_off": [...]}}` (DIR: a saved Creative LLM, whose `lm/` tokenizer and
+`creative_llm.json` lexicon phrases and stopwords are read once per process; the rest is
+`CreativeLLM.grounding_spec`); other requests pass through untouched.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class VLLMGroundedProcessor(AdapterLogitsProcessor):
             return None
         artifact = spec["artifact"]
         grounding = grounding_for(token_table(str(Path(artifact) / "lm")), spec["texts"],
-                                  *_lexicons(artifact))
+                                  *_lexicons(artifact), spec.get("plan"),
+                                  tuple(spec.get("phrases_off", ())))
 
         def apply(output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
             return mask_logits(logits, grounding.allowed(output_ids), grounding, output_ids)

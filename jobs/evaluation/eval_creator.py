@@ -152,6 +152,18 @@ def _fidelity(cfg: Config, cycle_id: str, rows: list[dict], titles: list[str],
     }
 
 
+def _grid_titles(engine, model, centres: np.ndarray, grid: list[tuple[dict, int]], plan,
+                 seeds: list[int], bind: bool) -> list[tuple[str, int, str]]:
+    """Titles for (ad, centre) pairs, each prompted with the centre's plan (and bound to it
+    when `bind`, generate.plan_in_title)."""
+    plans = [plan(a["original_title"], a["selling_points"], None, c) for a, c in grid]
+    prompts = [model.prompt_ids(a["original_title"], a["selling_points"], None, p)[0]
+               for (a, _), p in zip(grid, plans, strict=True)]
+    sources = [(a["original_title"], a["selling_points"], None, p if bind else None)
+               for (a, _), p in zip(grid, plans, strict=True)]
+    return engine.generate(centres[[c for _, c in grid]], prompts, seeds, sources=sources)
+
+
 def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str | None = None,
                       progress: bool = False) -> dict[str, Any]:
     e = cfg.creator.eval
@@ -176,7 +188,9 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str |
                                     r["chosen_selling_points"])[0] for r in rows]
         users = np.stack([embeddings[r["user_id"]] for r in rows])
         seeds = [request_seed(cfg.generate.seed, f"{r['user_id']}:{r['ad_id']}") for r in rows]
-        sources = [(r["original_title"], r["selling_points"], r["query"]) for r in rows]
+        bind = cfg.generate.plan_in_title  # the plan binds the decoder, as in the stage
+        sources = [(r["original_title"], r["selling_points"], r["query"],
+                    r["chosen_selling_points"] if bind else None) for r in rows]
         outputs = engine.generate(users, prompts, seeds, progress=progress, sources=sources)
         titles = [_as_stage(o, max_chars) for o in outputs]  # as the stage keeps them ("": dropped)
         # control: the same requests with another held-out user's U. If personalization
@@ -201,18 +215,11 @@ def evaluate_artifact(cfg: Config, artifact: Path, cycle_id: str, backend: str |
             pa.table({"user_id": user_ids, "cluster_id": pa.array(km.labels_, pa.int64())}),
             dict(enumerate(centres)))
         grid_seeds = [request_seed(cfg.generate.seed, f"{a['ad_id']}:{c}") for a, c in grid]
-        grid_sources = [(a["original_title"], a["selling_points"], None) for a, _ in grid]
-        d_out = engine.generate(centres[[c for _, c in grid]], [
-            model.prompt_ids(a["original_title"], a["selling_points"], None,
-                             plan(a["original_title"], a["selling_points"], None, c))[0]
-            for a, c in grid], grid_seeds, sources=grid_sources)
         # control: each cluster's slot filled with another cluster's centre and plan
         swap = np.roll(np.arange(k), 1)
-        d_shuf = engine.generate(centres[[swap[c] for _, c in grid]], [
-            model.prompt_ids(a["original_title"], a["selling_points"], None,
-                             plan(a["original_title"], a["selling_points"], None,
-                                  int(swap[c])))[0] for a, c in grid],
-            grid_seeds, sources=grid_sources)
+        d_out = _grid_titles(engine, model, centres, grid, plan, grid_seeds, bind)
+        d_shuf = _grid_titles(engine, model, centres, [(a, int(swap[c])) for a, c in grid],
+                              plan, grid_seeds, bind)
     finally:
         engine.close()
 

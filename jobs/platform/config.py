@@ -279,6 +279,9 @@ class Generate(_Section):
     temperature: float = Field(0.0, ge=0)  # 0 = greedy; > 0 samples with a seed per request
     top_p: float = Field(1.0, gt=0, le=1)
     min_new_tokens: int = Field(2, ge=0)  # no empty titles: the end token waits this long
+    # a request's point plan binds the decoder: the title ends only once the plan's claims
+    # are in it (models/grounded_decoding.py); false: the plan is only in the prompt
+    plan_in_title: bool = True
     seed: int = 7  # mixed with each request_id into the request's seed
     chunk_size: int = Field(512, gt=0)  # requests per written part: a killed shard resumes there
     cache_dir: Path = Path("var/cache/generations")  # past outputs by request_id (reuse)

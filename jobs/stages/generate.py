@@ -164,7 +164,7 @@ class HFEngine:
                  progress: bool = False, sources: list[list[str]] | None = None
                  ) -> list[tuple[str, int, str]]:
         """(title, output tokens, `end_status`) per request; `sources` are the texts each
-        title is grounded in (its title, selling points, query)."""
+        title is grounded in (its title, selling points, query[, plan])."""
         import torch
         from tqdm import tqdm
 
@@ -238,8 +238,9 @@ class VLLMEngine:
                                  top_p=self.g.top_p, seed=s, skip_special_tokens=True,
                                  min_tokens=self.g.min_new_tokens,
                                  stop_token_ids=[self.model.eos_id],
-                                 extra_args={"grounding": {"artifact": str(self.artifact),
-                                                           "texts": _texts(*sources[i])}}
+                                 extra_args={"grounding": {
+                                     "artifact": str(self.artifact),
+                                     **self.model.grounding_spec(*sources[i])}}
                                  if grounded else None)
                   for i, s in enumerate(seeds)]
         outs = self.llm.generate(requests, params, use_tqdm=progress)
@@ -260,10 +261,6 @@ class VLLMEngine:
         except Exception as exc:  # already gone
             log.debug("vLLM shutdown: %s", exc)
         del self.llm
-
-
-def _texts(title: str | None, points: list[str] | None, query: str | None) -> list[str]:
-    return [title or "", *(points or []), query or ""]
 
 
 def activity_fit(cfg: Config) -> dict[str, list[str]]:
@@ -354,7 +351,8 @@ def _reuse_folder(cfg: Config, model_version: str) -> Path:
     g = cfg.generate
     decoding = json.dumps({"backend": g.backend, "temperature": g.temperature, "top_p": g.top_p,
                            "min_new_tokens": g.min_new_tokens, "seed": g.seed,
-                           "dtype": g.vllm.dtype, "activity_fit": activity_fit(cfg)},
+                           "dtype": g.vllm.dtype, "activity_fit": activity_fit(cfg),
+                           "plan_in_title": g.plan_in_title},
                           sort_keys=True)
     key = hashlib.sha256(f"{decoder_fingerprint()}|{decoding}".encode())
     return cfg.generate.cache_dir / f"{model_version}-{key.hexdigest()[:12]}"
@@ -518,7 +516,9 @@ def _generate(cfg: Config, cycle_id: str, pending: list[dict], prompter, centroi
         ids_, trunc = prompter.prompt_ids(r["title"], r["selling_points"], r["query"],
                                           r.get("plan"))
         prompts.append(ids_)
-        sources.append([r["title"], r["selling_points"], r["query"]])
+        # the plan binds the decoder (its claims are written) unless generate.plan_in_title
+        sources.append([r["title"], r["selling_points"], r["query"],
+                        r.get("plan") if cfg.generate.plan_in_title else None])
         for k, v in trunc.items():
             counts[k] += v
     users = centroids.matrix[[centroids.index[r["cluster_id"]] for r in pending]]  # (n, d)

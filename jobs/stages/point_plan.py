@@ -39,15 +39,37 @@ def content_words(text: str, stopwords: set[str] | frozenset[str]) -> set[str]:
     return {w for w in normalize(text).split() if w not in stopwords and len(w) > 1}
 
 
+# words a clause cut from a longer point may not open with: it would read as the tail of a
+# sentence ("or Polylactic Acid", "which makes it …"), not as a claim of its own
+_CLAUSE_OPENERS_BAD = frozenset(
+    "or and but nor so yet with without to of for from by in on at as than then also plus "
+    "which that who whose where when while if because including includes such etc "
+    "it its this these those they them their is are was were be".split())
+# split a long point at `;` `(` `)`, at `,` that is not inside a number ("16,000"), at a
+# spaced dash and at a sentence end
+_CLAUSE_SPLIT = re.compile(r"[;()]|,(?!\d{3}\b)|\s[-–]\s|\.\s")
+
+
+def _reads_as_claim(clause: str) -> bool:
+    words = clause.split()
+    if len(words) < 2 or len(clause) < 8:
+        return False
+    first = words[0].lower().strip("\"'")
+    if first in _CLAUSE_OPENERS_BAD or not first[:1].isalnum():
+        return False
+    return any(len(w) >= 3 for w in _WORD.findall(clause))  # a content word, not digits only
+
+
 def point_claims(point: str, max_chars: int) -> list[str]:
     """A selling point, or when it is too long to add, its clauses that are short enough
-    ("Relay/CAPACITOR hard start kit 500% incr starting torque, increased compressor…" ->
-    "Relay/CAPACITOR hard start kit 500% incr starting torque"): still the ad's own words."""
+    and read as a claim of their own ("Relay/CAPACITOR hard start kit 500% incr starting
+    torque, increased compressor…" -> "Relay/CAPACITOR hard start kit 500% incr starting
+    torque"; never "or Polylactic Acid"): still the ad's own words."""
     point = " ".join((point or "").split()).strip(" .;,")
     if len(point) <= max_chars:
         return [point] if point else []
-    parts = [c.strip(" .;,") for c in re.split(r"[;,(]|\s[-–]\s|\.\s", point)]
-    return [c for c in parts if 8 <= len(c) <= max_chars and len(c.split()) >= 2]
+    parts = [c.strip(" .;,:") for c in _CLAUSE_SPLIT.split(point)]
+    return [c for c in parts if len(c) <= max_chars and _reads_as_claim(c)]
 
 
 def rank_claims(title: str, selling_points: list[str] | None, query: str | None,

@@ -116,6 +116,41 @@ def test_a_dead_end_is_told_apart_from_a_real_end(tok):
     assert not g.ends_cleanly(ids("Gel"))  # one word: no title yet
 
 
+def test_a_plan_binds_the_end_and_the_clause_after_a_separator(tok):
+    """Lexically constrained decoding: no end before the plan's claims are in the title; a
+    clause opened by `,` or ` -` while a claim is missing is that claim, word for word."""
+    plan = ["Quick-drying ink for smooth writing"]
+    g = grounding_for(TokenTable(tok), AD, PHRASES, STOPWORDS, plan)
+    assert walk(tok, g, "Pentel Gel Pen Black Ink") == (True, False)  # the claim is missing
+    assert walk(tok, g, "Pentel Gel Pen, Black Ink")[0] is False  # after `,`: the claim
+    assert walk(tok, g, "Pentel Gel Pen, Quick-drying ink for smooth writing") == (True, True)
+    assert walk(tok, g, "Pentel Gel Pen - Quick-drying ink for smooth writing") == (True, True)
+    assert walk(tok, g, "Pentel Gel Pen, Quick-drying ink for smooth") == (True, False)
+    assert walk(tok, g, "Pentel Gel Pen, Quick-drying Black Ink")[0] is False  # word for word
+    # the model chooses the form: a framing first (`:` is no claim opener), the claim later,
+    # and once the claim is in, it may add more
+    assert walk(tok, g, "For office workers: Pentel Gel Pen, Quick-drying ink for smooth "
+                        "writing") == (True, True)
+    assert walk(tok, g, "Pentel Gel Pen, Quick-drying ink for smooth writing, 12-Pack"
+                ) == (True, True)
+    # a claim in the title's own words counts, wherever it stands (content words)
+    assert walk(tok, g, "Quick-drying ink for smooth writing Gel Pen") == (True, True)
+    # the plan's words may be used beyond a source's count inside the claim: the original
+    # title's "Ink" and the claim's "ink"
+    assert walk(tok, g, "Black Ink Gel Pen, Quick-drying ink for smooth writing") == (True, True)
+    # without a plan, the same decoder as before
+    free = grounding_for(TokenTable(tok), AD, PHRASES, STOPWORDS)
+    assert walk(tok, free, "Pentel Gel Pen, Black Ink") == (True, True)
+    # a claim with a word the sources lack is left out (it could not be copied)
+    assert not grounding_for(TokenTable(tok), AD, PHRASES, STOPWORDS, ["Free gift"]).plan
+
+
+def test_framings_that_do_not_fit_the_ad_are_left_out(tok):
+    g = grounding_for(TokenTable(tok), AD, PHRASES, STOPWORDS, phrases_off=("for office workers",))
+    assert walk(tok, g, "For office workers: Pentel Gel Pen")[0] is False
+    assert walk(tok, g, "Pentel Gel Pen, Free returns") == (True, True)
+
+
 def test_word_sets_and_limits():
     assert {"0.7mm", "12-Pack", "BL77-A", "Ink", "ink"} <= source_words(AD)
     assert "24" not in source_words(list(PHRASES), numbers=False)

@@ -83,4 +83,9 @@ def test_long_real_points_are_cut_into_their_own_clauses():
     assert point_claims(long, 60) == ["Relay/CAPACITOR hard start kit 500% incr starting torque",
                                       "increased compressor starting torque"]
     assert point_claims("Lifetime warranty", 60) == ["Lifetime warranty"]
+    # a clause is a claim of its own: never the tail of a sentence, a number is not split
+    real = ("Made from PLA (or Polylactic Acid) which is a biodegradable plastic, 16,000 DPI "
+            "optical sensor for precise tracking")
+    assert point_claims(real, 60) == ["Made from PLA",
+                                      "16,000 DPI optical sensor for precise tracking"]
     assert point_claims("", 60) == []
