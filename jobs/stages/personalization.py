@@ -8,7 +8,8 @@ cluster's users clicked, beside controls (DESIGN.md, "What personalized means").
   I_c is what cluster c's users clicked; identical titles (or a tie) count half a win, so
   chance — and one title for every cluster — is 50%;
 - **query uptake**: the share of query-aware titles that use a query word the ad's texts
-  support and the same cluster's query-free title lacks.
+  support and the same cluster's query-free title lacks;
+- **plan kept**: the share of titles that carry their point plan's claims.
 
 Titles and interests live in a TF-IDF space fitted on the cycle's item texts: a model
 neither the generator (SmolLM2 + the HLLM's MiniLM user side) nor the teacher uses, so the
@@ -157,6 +158,14 @@ def cross_cluster_fidelity(titles: Mapping[Any, Mapping[Any, str]],
             ads_won.append(ad_wins / ad_pairs)
     return {"pairs": pairs, "ads": len(ads_won),
             "fidelity": round(wins / pairs, 4) if pairs else None}
+
+
+def plan_kept(titles_and_plans: Iterable[tuple[str, list[str] | None]]) -> dict[str, Any]:
+    """The share of titles that say every word of every claim of their point plan (titles
+    without a plan are left out): does the generator follow the plan it was given?"""
+    kept = [all(_words(c) <= _words(t) for c in plan)
+            for t, plan in titles_and_plans if plan]
+    return {"variants": len(kept), "share": round(float(np.mean(kept)), 4) if kept else None}
 
 
 def query_uptake(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

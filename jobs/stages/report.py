@@ -33,6 +33,7 @@ from jobs.stages.personalization import (
     CycleClicks,
     cross_cluster_fidelity,
     distinct_titles,
+    plan_kept,
     query_uptake,
     shuffled_interests,
 )
@@ -178,7 +179,9 @@ def personalization(ms: dict[str, dict | None]) -> dict[str, Any] | None:
             "fidelity": cross_cluster_fidelity(free, interests, space),
             "fidelity_control": cross_cluster_fidelity(free, shuffled_interests(interests),
                                                        space),
-            "query_uptake": uptake, "at_a_glance": glance}
+            "query_uptake": uptake, "at_a_glance": glance,
+            "plan_kept": plan_kept((t, plans.get((ad, c))) for ad, by_c in free.items()
+                                   for c, t in by_c.items())}
 
 
 def _samples(ms: dict[str, dict | None]) -> list[dict]:
@@ -321,7 +324,10 @@ def _personalization_line(p: dict[str, Any]) -> str:
             f"(control, clusters' interests swapped: {_pct(c['fidelity'])}; chance 50%); "
             f"query uptake {_pct(q['uptake'])} of {q['pairs']:,} "
             f"({_pct(q.get('uptake_open'))} of the {q.get('open_pairs', 0):,} whose query "
-            "names a supported word the original title lacks)")
+            "names a supported word the original title lacks)"
+            + (f"; the cluster's point plan is in {_pct(k['share'])} of the {k['variants']:,} "
+               "query-free titles that have one" if (k := p.get("plan_kept")) and k["variants"]
+               else ""))
 
 
 def _personalization_html(p: dict[str, Any] | None) -> str:

@@ -11,6 +11,7 @@ from jobs.stages.personalization import (
     InterestSpace,
     cross_cluster_fidelity,
     distinct_titles,
+    plan_kept,
     query_uptake,
     shuffled_interests,
 )
@@ -96,3 +97,12 @@ def test_query_uptake_counts_supported_query_words_only():
     # so among the "open" pairs the uptake is 1 of 1
     assert query_uptake(rows) == {"pairs": 2, "uptake": 0.5, "open_pairs": 1,
                                   "uptake_open": 1.0}
+
+
+def test_plan_kept_needs_every_word_of_every_claim():
+    rows = [("Gel Pen, Quick-drying ink", ["Quick-drying ink"]),
+            ("Gel Pen, Black", ["Quick-drying ink"]),  # the claim is missing
+            ("Gel Pen, Quick-drying", ["Quick-drying ink"]),  # half a claim is not the claim
+            ("Gel Pen", []), ("Gel Pen", None)]  # no plan: left out
+    assert plan_kept(rows) == {"variants": 3, "share": round(1 / 3, 4)}
+    assert plan_kept([]) == {"variants": 0, "share": None}
