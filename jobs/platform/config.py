@@ -259,8 +259,9 @@ class Creator(_Section):
 
 
 class VLLMSettings(_Section):
-    # bfloat16: GPUs and CPUs with AVX512-BF16 (this machine); float32 for older CPUs
-    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    # auto: bfloat16 on GPUs and CPUs with AVX512-BF16/AMX, float32 elsewhere (on an
+    # AVX2-only CPU vLLM's bfloat16 falls back to slow kernels); or name one
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)  # CPU: share of the NUMA node's memory
     enforce_eager: bool = True  # no torch.compile warm-up (about 40 s of start-up on CPU)
     max_num_seqs: int = Field(256, gt=0)

@@ -49,6 +49,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from jobs.platform.config import Config
+from jobs.platform.devices import resolve_dtype
 from jobs.platform.errors import UserError
 from jobs.platform.lake import ShardedStage, StageOutput, fingerprint_code, read_manifest, stage_dir
 from jobs.platform.registry import CREATOR, artifact_version, require_artifact
@@ -209,7 +210,7 @@ class VLLMEngine:
         self.model = CreativeLLM.load(artifact, with_lm=False)  # projection + embedding table
         c = self.model.config
         self.g = cfg.generate
-        self.dtype = getattr(torch, v.dtype)
+        self.dtype = getattr(torch, resolve_dtype(v.dtype))
         max_len = c.max_model_len
         self.artifact = artifact
         grounded = c.grounded_decoding
@@ -351,7 +352,7 @@ def _reuse_folder(cfg: Config, model_version: str) -> Path:
     g = cfg.generate
     decoding = json.dumps({"backend": g.backend, "temperature": g.temperature, "top_p": g.top_p,
                            "min_new_tokens": g.min_new_tokens, "seed": g.seed,
-                           "dtype": g.vllm.dtype, "activity_fit": activity_fit(cfg),
+                           "dtype": resolve_dtype(g.vllm.dtype), "activity_fit": activity_fit(cfg),
                            "plan_in_title": g.plan_in_title},
                           sort_keys=True)
     key = hashlib.sha256(f"{decoder_fingerprint()}|{decoding}".encode())

@@ -73,3 +73,14 @@ def test_iso_instants_and_spark_keys_survive_overrides():
     assert cfg.sample.end == "2026-11-01T00:00:00Z"
     assert cfg.spark.extra_conf == {"spark.sql.files.maxPartitionBytes": "64m",
                                     "spark.sql.adaptive.enabled": "true"}
+
+
+def test_vllm_dtype_auto_picks_bf16_only_where_it_is_fast(monkeypatch):
+    from jobs.platform import devices
+
+    assert devices.resolve_dtype("float32") == "float32"
+    assert devices.resolve_dtype("bfloat16") == "bfloat16"
+    monkeypatch.setattr(devices, "bf16_is_fast", lambda: False)  # an AVX2-only CPU
+    assert devices.resolve_dtype("auto") == "float32"
+    monkeypatch.setattr(devices, "bf16_is_fast", lambda: True)
+    assert devices.resolve_dtype("auto") == "bfloat16"
