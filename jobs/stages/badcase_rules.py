@@ -502,7 +502,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "format": ("empty_title", "title_too_short", "title_too_long", "repeated_words",
                "same_as_original", "duplicate_variant"),
     "degenerate": ("repeated_ngram", "cut_off_ending", "fragment", "framing_only",
-                   "stray_words", "word_salad", "clipped_point"),
+                   "stacked_framing", "stray_words", "word_salad", "clipped_point"),
     "safety": ("unsafe_id", "user_id_in_title", "user_id_in_query", "inactive_ad"),
 }
 FAMILY_OF = {code: family for family, codes in RULES.items() for code in codes}
@@ -1633,6 +1633,25 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
         heads = {toks[b - 1][1] for _s, _e, _a, b in framings}
         if not outside & identity and not heads & identity:
             found.append(("framing_only", "an audience framing with no product"))
+    # one audience per title, one "X:" lead: "For book lovers: For bookworms: For readers:
+    # …" and "Kink-free hose: Secure checkout: 3-year warranty: …" are chains, not titles
+    colons = title.count(": ") + title.rstrip().endswith(":")
+    if len(framings) > 1 or colons > max(1, *(t.count(": ") for t in src.texts())):
+        found.append(("stacked_framing", f"{len(framings)} audience framings, "
+                                         f"{colons} ':' leads"))
+    # "For the Voltaro Hi-Fi Speaker - …": a "for" that leads into the product itself is
+    # no audience; the reader gets a preposition with nothing to say
+    # the brand's first word (no brand: the title's), unless it is an interest ("For home
+    # cooks" on a "Copperfield Home" ad is an audience)
+    lead = frozenset(v for _k, v in _cached_stems(
+        ((src.brand or src.original_title or "").split() or [""])[0])) - (
+        slot.interests if slot is not None else frozenset())
+    for m in _FOR_PRODUCT.finditer(title):
+        nxt = {v for _k, v in _cached_stems(m.group(1))}
+        if nxt & lead and not any(
+                normalize(t).startswith(normalize(m.group(0))) for t in src.texts() if t):
+            found.append(("framing_only", f"{m.group(0).strip()!r}: 'for' the product itself"))
+            break
     if not any(c in ("fragment", "framing_only") for c, _ in found) and facts.nouns and \
             not _names_product(raw, toks, facts):
         # brand, adjectives, selling points or a sentence about something else: the reader
@@ -1759,6 +1778,8 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
 
 
 _CLAUSE = re.compile(r"[,:;|]\s|\s[-–—|]\s")
+# a clause that opens with "For [the|a|an] WORD" (WORD checked against the brand/product)
+_FOR_PRODUCT = re.compile(r"(?:^|[,:;|]\s|\s[-–—|]\s)[Ff]or\s+(?:(?:the|a|an)\s+)?([\w'-]+)")
 _DEGENERATE_END = {"for", "and", "with", "of", "the", "a", "an", "to", "in", "on", "by", "or",
                    "from", "at", "your", "&", "-", "–", "—", "|", "/", "+"}
 

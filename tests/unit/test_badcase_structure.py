@@ -124,6 +124,15 @@ def codes(lex, title, src):
     ("Top rated canvas tote bag for men", TOTE, "absolute_claim"),
     ("Top rated canvas tote bag for men", TOTE, "protected_attribute"),
     ("Best Canvas Tote Bag, Northloom, 30-day free returns", TOTE, "absolute_claim"),
+    # chains of framings and leads (cycle 20261202T140000Z), "for" leading into the product
+    ("For book lovers: For bookworms: For readers: Quillhouse Press Paperback Travel Guide, "
+     "320 pages", PAPERBACK, "stacked_framing"),
+    ("Built-in microphone for calls: Secure checkout: IPX7 water resistance: Voltaro Fast "
+     "Charging Bluetooth Speaker", SPEAKER, "stacked_framing"),
+    ("For the Voltaro Fast Charging Bluetooth Speaker - IPX7 water resistance", SPEAKER,
+     "framing_only"),
+    ("Copperfield Home BPA-Free Rice Cooker, for the Copperfield Home kitchen", COOKER,
+     "framing_only"),
 ])
 def test_new_rules_kill_real_bad_titles(lex, title, src, code):
     found = judge_title(title, src, lex)
@@ -151,6 +160,7 @@ def test_new_rules_kill_real_bad_titles(lex, title, src, code):
     # a claim the ad itself makes, the query's topic words
     ("Harvest Row Dark Chocolate Bar, Low Sugar, No artificial flavors", CHOCOLATE),
     ("Canvas tote bag: Northloom Slim Fit Canvas Tote Bag, Machine washable", TOTE),
+    ("For travel: Voltaro Fast Charging Bluetooth Speaker, Travel case included", SPEAKER),
     ("Vitalis Portable Multivitamin Gummies, Two-minute smart timer", GUMMIES),
     # a sentence of the ad that names the product
     ("HATCHBOX PLA 3D Printer Filament, 1.75 mm, The 3D printed object will have a glossy "
