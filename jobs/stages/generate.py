@@ -517,7 +517,7 @@ def _generate(cfg: Config, cycle_id: str, pending: list[dict], prompter, centroi
         ids_, trunc = prompter.prompt_ids(r["title"], r["selling_points"], r["query"],
                                           r.get("plan"))
         prompts.append(ids_)
-        # the plan binds the decoder (its claims are written) unless generate.plan_in_title
+        # the plan binds the decoder (its claims are written) unless generate.plan_in_title is off
         sources.append([r["title"], r["selling_points"], r["query"],
                         r.get("plan") if cfg.generate.plan_in_title else None])
         for k, v in trunc.items():
