@@ -467,21 +467,20 @@ class Grounding:
             ids |= self._tokens_from(tries, b"", t.cont, ban)
             ids |= self._tokens_from(tries, b"", t.space, ban) | set(t.bare_space)
         elif raw.endswith(b" "):  # after a space: the next word's first bytes
-            ids |= self._tokens_from(tries if joined or claim else self._no_filler(tries), b"",
-                                     t.cont, ban)
+            ids |= self._tokens_from(tries if joined else self._no_filler(tries), b"", t.cont,
+                                     ban)
             before = raw.rstrip(b" ").rsplit(b" ", 1)[-1].decode("utf-8", errors="replace")
             if may_end and before and before[-1] not in SEPARATORS_TRAILING \
                     and before not in SEPARATORS_STANDALONE and self._may_close(_lower(
                         before.encode("utf-8"))):
                 ids |= set(t.standalone_bare)  # "Pen" " " "-"
         elif after_sep:  # after `,` `:` or ` -`: a space, or a space-led word (no filler)
-            ids |= self._tokens_from(tries if claim else self._no_filler(tries), b"", t.space,
-                                     ban)
+            ids |= self._tokens_from(self._no_filler(tries), b"", t.space, ban)
             ids -= set(t.standalone)  # no second separator ("& &")
             ids |= set(t.bare_space)
         else:  # inside a word; one that opens a clause is no bare filler, as at its start
-            ids |= self._tokens_from(tries if (joined and low) or claim else
-                                     self._no_filler(tries), frag, t.cont, ban)
+            ids |= self._tokens_from(tries if joined and low else self._no_filler(tries), frag,
+                                     t.cont, ban)
             word = _lower(frag)
             if self._is_word(tries, frag) and (claim or word not in banned_next):
                 # the word may end here: then the bans apply to what follows it

@@ -988,7 +988,7 @@ class SourceFacts:
     (an ad's generations share it; a query-aware row adds its query)."""
 
     __slots__ = ("norm", "ad_norm", "toks", "ad_toks", "raw_set", "raw_seq", "words",
-                 "numbers", "percents", "prices", "quantities", "identity", "brand",
+                 "numbers", "percents", "prices", "quantities", "identity", "brand", "lead",
                  "original", "sensitive", "nouns", "models", "pieces", "_index", "whole",
                  "short", "conditional", "claims", "ingestible", "follows", "ad_texts",
                  "_words_of", "fit_texts", "_fits")
@@ -1015,6 +1015,13 @@ class SourceFacts:
         self.quantities = _quantities(self.norm, lex, norm_toks, norm_stemmed)
         self.identity = product_identity(src, lex.grounding.stopwords)
         self.brand = frozenset(v for k, v in _cached_stems(src.brand or "") if k == "w")
+        # the brand's first word (no brand: the title's), unless it is an interest ("For
+        # home cooks" on a "Copperfield Home" ad is an audience): "For the <lead> …" is no
+        # framing (judge_title)
+        slot = lex.grounding.audience
+        self.lead = frozenset(v for _k, v in _cached_stems(
+            ((src.brand or src.original_title or "").split() or [""])[0])) - (
+            slot.interests if slot is not None else frozenset())
         self.original = tuple(v for _, v in _cached_stems(src.original_title or ""))
         self.sensitive: dict[str, set[str]] = {}  # category -> terms the ad says (lazy)
         ad_texts = [src.original_title or "", *(src.selling_points or []), src.brand or ""]
@@ -1641,14 +1648,9 @@ def judge_title(title: str | None, src: AdSource, lex: Lexicons,
                                          f"{colons} ':' leads"))
     # "For the Voltaro Hi-Fi Speaker - …": a "for" that leads into the product itself is
     # no audience; the reader gets a preposition with nothing to say
-    # the brand's first word (no brand: the title's), unless it is an interest ("For home
-    # cooks" on a "Copperfield Home" ad is an audience)
-    lead = frozenset(v for _k, v in _cached_stems(
-        ((src.brand or src.original_title or "").split() or [""])[0])) - (
-        slot.interests if slot is not None else frozenset())
     for m in _FOR_PRODUCT.finditer(title):
         nxt = {v for _k, v in _cached_stems(m.group(1))}
-        if nxt & lead and not any(
+        if nxt & facts.lead and not any(
                 normalize(t).startswith(normalize(m.group(0))) for t in src.texts() if t):
             found.append(("framing_only", f"{m.group(0).strip()!r}: 'for' the product itself"))
             break
